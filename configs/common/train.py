@@ -1,0 +1,16 @@
+"""Training-loop settings shared by every config: `from configs.common.train import train`."""
+
+train = dict(
+    output_dir="./output",
+    init_checkpoint="",  # weights to start from (path or URL); fresh parameters are reported
+    max_iter=1000,
+    device="auto",  # "auto": CUDA when available, else CPU
+    seed=0,  # each rank seeds with seed + rank; a negative seed draws one at random
+    amp=dict(enabled=False, precision="bf16"),  # bf16 on CPU or CUDA; fp16 (+ GradScaler) on CUDA
+    accumulation=1,  # micro-batches per optimizer step
+    clip_grad_norm=None,  # e.g. 1.0: clip gradients to this global L2 norm
+    checkpoint=dict(period=500, keep_last=3),
+    eval_period=500,  # 0: evaluate only at the end
+    log_period=20,
+    ddp=dict(find_unused_parameters=False, fp16_compression=False),
+)

@@ -1,0 +1,7 @@
+"""Checkpointing on iopath paths: atomic saves, weights_only loads, and load reports."""
+
+from pgtrain.checkpoint.checkpointer import Checkpointer
+from pgtrain.checkpoint.periodic import PeriodicCheckpointer
+from pgtrain.checkpoint.report import CheckpointReport
+
+__all__ = ["CheckpointReport", "Checkpointer", "PeriodicCheckpointer"]

@@ -1,0 +1,294 @@
+"""Checkpointer: saves and loads a model, its training state and RNG states on iopath paths."""
+
+import logging
+import os
+import re
+from typing import Any
+
+import torch
+from iopath.common.file_io import HTTPURLHandler, PathManager
+from torch import nn
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+from pgtrain.checkpoint.file_io import (
+    check_finite,
+    check_plain,
+    read_checkpoint,
+    remove_stale_temp_files,
+    write_atomically,
+)
+from pgtrain.checkpoint.model_state import load_model_state, split_checkpoint
+from pgtrain.checkpoint.report import CheckpointReport
+from pgtrain.checkpoint.rng import capture_rng_states, restore_rng_states
+from pgtrain.errors import CheckpointError, ConfigError, PgtrainError
+from pgtrain.utils.suggest import did_you_mean
+
+__all__ = ["Checkpointer"]
+
+logger = logging.getLogger("pgtrain.checkpoint")
+
+_POINTER = "last_checkpoint"
+# Top-level keys the checkpointer writes itself; checkpointables and extras may not use them.
+_RESERVED = ("model", "rng", "fresh")
+_NUMBERED = re.compile(r"^(?P<prefix>.+)_(?P<iter>\d+)$")
+
+
+class Checkpointer:
+    """Saves and loads a model plus objects with ``state_dict()`` / ``load_state_dict()``.
+
+    A file holds ``{"model": ..., <checkpointable name>: ..., "rng": ..., "fresh": [...],
+    **extra}``, only tensors and plain values, so it loads with ``weights_only=True``.
+
+    Attributes:
+        model: The model (unwrapped from DDP / DataParallel).
+        save_dir: Folder (local path or iopath URI) of checkpoints and the ``last_checkpoint``
+            pointer.
+        checkpointables: Name -> object whose state is saved under that name.
+        fresh: Parameter names the last load did not provide; written into every save so that
+            a resumed run selects the same ``fresh`` parameters as the run that started it.
+        path_manager: The iopath ``PathManager`` (local files and http(s) URLs); replace it or
+            register handlers on it for other storage.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        save_dir: str = "",
+        *,
+        keep_last: int | None = None,
+        save_to_disk: bool = True,
+        **checkpointables: Any,
+    ) -> None:
+        """Creates a checkpointer.
+
+        Args:
+            model: The model; a DDP / DataParallel wrapper is unwrapped.
+            save_dir: Where `save` writes; "" disables saving.
+            keep_last: Keep only this many numbered checkpoints (``model_0000099.pth``); None
+                keeps all. ``model_final.pth`` is never deleted.
+            save_to_disk: False on non-main ranks: `save` does nothing there.
+            **checkpointables: Objects to save and restore, e.g. ``trainer=trainer``.
+        """
+        if isinstance(model, DistributedDataParallel | DataParallel):
+            model = model.module
+        if keep_last is not None and (
+            isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1
+        ):
+            raise ConfigError(
+                f"keep_last={keep_last!r} must be a positive integer, or None to keep all"
+            )
+        for name, obj in checkpointables.items():
+            if name in _RESERVED:
+                raise ConfigError(f"Checkpointable name '{name}' is reserved; use another name")
+            if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
+                raise ConfigError(
+                    f"Checkpointable '{name}' ({type(obj).__name__}) needs state_dict() and "
+                    "load_state_dict() methods"
+                )
+        self.model = model
+        self.save_dir = save_dir
+        self.keep_last = keep_last
+        self.save_to_disk = save_to_disk
+        self.checkpointables: dict[str, Any] = dict(checkpointables)
+        self.fresh: list[str] = []
+        self._cleaned_up = False
+        self.path_manager = PathManager()
+        self.path_manager.register_handler(HTTPURLHandler())
+
+    def save(self, name: str, **extra: Any) -> str | None:
+        """Writes ``save_dir/<name>.pth`` atomically and points ``last_checkpoint`` at it.
+
+        Args:
+            name: File name without ``.pth``, e.g. ``model_0000099``.
+            **extra: Plain values to store, e.g. ``iteration=99``.
+
+        Returns:
+            The path written, or None when saving is disabled (no save_dir, or not main rank).
+
+        Raises:
+            CheckpointError: The model has NaN/Inf values (nothing is written), a state holds
+                objects other than tensors and plain values, or the file could not be written.
+        """
+        if not self.save_dir or not self.save_to_disk:
+            return None
+        if not name or os.path.basename(name) != name:
+            raise CheckpointError(
+                f"Checkpoint name {name!r} must be a plain file name; it is saved into save_dir"
+            )
+        clash = sorted(set(extra) & self._reserved_keys())
+        if clash:
+            raise CheckpointError(f"save(): extra keys {clash} clash with saved state; rename them")
+        data = self._gather(name, extra)
+        if not self._cleaned_up:  # leftovers of a run that was killed while saving
+            self._cleaned_up = True
+            for stale in remove_stale_temp_files(self.save_dir):
+                logger.info("Deleted %s, left by a save that was interrupted", stale)
+        basename = f"{name}.pth"
+        path = self._join(basename)
+        try:
+            self.path_manager.mkdirs(self.save_dir)
+            write_atomically(self.path_manager, path, lambda f: torch.save(data, f))
+            # The pointer moves only after the checkpoint is complete on disk.
+            pointer = self._join(_POINTER)
+            write_atomically(self.path_manager, pointer, lambda f: f.write(basename.encode()))
+        except OSError as e:
+            raise CheckpointError(
+                f"Could not write checkpoint {path} ({e}); check that the output folder is "
+                "writable and has free space"
+            ) from e
+        logger.info("Saved checkpoint %s", path)
+        self._prune(name)
+        return path
+
+    def _gather(self, name: str, extra: dict[str, Any]) -> dict[str, Any]:
+        """Collects everything `save` writes, after checking it is finite and plain."""
+        model_state = self.model.state_dict()
+        check_finite(model_state, name)
+        data: dict[str, Any] = {"model": model_state}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data["rng"] = capture_rng_states()
+        data["fresh"] = list(self.fresh)
+        data.update(extra)
+        for key, value in data.items():
+            check_plain(value, key)
+        return data
+
+    def _prune(self, name: str) -> None:
+        """Deletes the oldest numbered checkpoints sharing `name`'s prefix beyond `keep_last`."""
+        match = _NUMBERED.match(name)
+        if self.keep_last is None or match is None:
+            return
+        pattern = re.compile(rf"^{re.escape(match['prefix'])}_(\d+)\.pth$")
+        just_written = f"{name}.pth"
+        try:
+            files = self.path_manager.ls(self.save_dir)
+        except OSError as e:
+            logger.warning("Could not list %s to delete old checkpoints: %s", self.save_dir, e)
+            return
+        numbered = sorted((int(m[1]), f) for f in files if (m := pattern.match(f)))
+        others = [f for _, f in numbered if f != just_written]
+        for stale in others[: max(0, len(others) - (self.keep_last - 1))]:
+            try:
+                self.path_manager.rm(self._join(stale))
+                logger.info("Deleted old checkpoint %s (keep_last=%d)", stale, self.keep_last)
+            except OSError as e:  # a failed cleanup must not stop training
+                logger.warning("Could not delete old checkpoint %s: %s", stale, e)
+
+    def load(self, path: str, checkpointables: list[str] | None = None) -> CheckpointReport:
+        """Loads model weights, and the chosen checkpointables, from a checkpoint file.
+
+        A bare state_dict (e.g. a torchvision ``.pth``) loads as model weights. Keys whose shape
+        differs from the model's are skipped with a warning; the report lists them.
+
+        Args:
+            path: Local path or URI; "" loads nothing.
+            checkpointables: Names to restore; None restores all that the file holds and the RNG
+                states (a full resume), [] loads the model only.
+
+        Raises:
+            CheckpointError: The file is missing, corrupt, unsafe, or does not fit.
+        """
+        if not path:
+            logger.info("No checkpoint given: the model keeps its initialization")
+            return CheckpointReport(path="")
+        names = self._requested(checkpointables)
+        logger.info("Loading checkpoint %s", path)
+        model_state, rest = split_checkpoint(read_checkpoint(self.path_manager, path), path)
+        report = load_model_state(self.model, model_state, path)
+        report.checkpointables = self._load_checkpointables(rest, names, path)
+        if checkpointables is None:
+            if "rng" in rest:
+                report.rng_restored = _restore_rng(rest["rng"], path)
+            report.fresh = self._with_recorded_fresh(report.fresh, rest.get("fresh"))
+        report.extra = {k: v for k, v in rest.items() if k not in self._reserved_keys()}
+        self.fresh = list(report.fresh)
+        logger.info(report.summary())
+        return report
+
+    def _requested(self, checkpointables: list[str] | None) -> list[str]:
+        """Returns the checkpointable names to restore, checking that each is known."""
+        if checkpointables is None:
+            return list(self.checkpointables)
+        for name in checkpointables:
+            if name not in self.checkpointables:
+                raise CheckpointError(
+                    f"No checkpointable '{name}' in this Checkpointer"
+                    f"{did_you_mean(name, self.checkpointables)}; known: "
+                    f"{sorted(self.checkpointables)}"
+                )
+        return list(checkpointables)
+
+    def _load_checkpointables(self, rest: dict[str, Any], names: list[str], path: str) -> list:
+        """Restores each named checkpointable that the file holds; returns the restored names."""
+        restored = []
+        for name in names:
+            if name not in rest:
+                logger.warning("Checkpoint %s has no '%s'; it keeps its current state", path, name)
+                continue
+            try:
+                self.checkpointables[name].load_state_dict(rest[name])
+            except PgtrainError:
+                raise
+            except Exception as e:  # torch and user objects raise many types for a misfit
+                raise CheckpointError(
+                    f"Could not restore '{name}' from {path} ({type(e).__name__}: {e}); resume "
+                    "with the config the checkpoint was trained with, or load its weights only "
+                    "(without --resume)"
+                ) from e
+            restored.append(name)
+        return restored
+
+    def _with_recorded_fresh(self, computed: list[str], recorded: Any) -> list[str]:
+        """Adds the fresh names a resumed file recorded to those computed now, in model order."""
+        names = set(computed)
+        if isinstance(recorded, list | tuple):
+            names.update(n for n in recorded if isinstance(n, str))
+        return [n for n, _ in self.model.named_parameters() if n in names]
+
+    def has_checkpoint(self) -> bool:
+        """Returns whether save_dir has a ``last_checkpoint`` pointer."""
+        return bool(self.save_dir) and self.path_manager.exists(self._join(_POINTER))
+
+    def get_checkpoint_file(self) -> str:
+        """Returns the path the ``last_checkpoint`` pointer names, or "" if there is none."""
+        if not self.save_dir:
+            return ""
+        try:
+            with self.path_manager.open(self._join(_POINTER), "r") as f:
+                name = os.path.basename(f.read().strip())
+        except OSError:
+            return ""
+        return self._join(name) if name else ""
+
+    def resume_or_load(self, path: str, *, resume: bool = True) -> CheckpointReport:
+        """Resumes from save_dir's last checkpoint, or else loads initial weights.
+
+        Args:
+            path: Initial weights (model only), used when not resuming; "" for none.
+            resume: If True and save_dir has a ``last_checkpoint``, load it with every
+                checkpointable and the RNG states; training continues at its
+                ``extra["iteration"] + 1``.
+        """
+        if resume and self.has_checkpoint():
+            last = self.get_checkpoint_file()
+            if last:
+                return self.load(last)
+        return self.load(path, checkpointables=[])
+
+    def _reserved_keys(self) -> set[str]:
+        """Returns the top-level keys that are not extras."""
+        return set(_RESERVED) | set(self.checkpointables)
+
+    def _join(self, name: str) -> str:
+        """Returns the path of `name` inside save_dir."""
+        return os.path.join(self.save_dir, name)
+
+
+def _restore_rng(state: Any, path: str) -> bool:
+    """Restores RNG states; a damaged RNG entry only costs exact reproducibility, so warn."""
+    try:
+        return restore_rng_states(state)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        logger.warning("RNG states in %s not restored (%s); random streams continue as is", path, e)
+        return False

@@ -1,0 +1,223 @@
+"""Checkpoint files: atomic writes, safe reads, and checks of what may go into a file."""
+
+import contextlib
+import os
+import re
+import secrets
+import tempfile
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping
+from typing import IO, Any
+
+import torch
+from iopath.common.file_io import PathManager
+
+from pgtrain.errors import CheckpointError
+
+__all__ = [
+    "check_finite",
+    "check_plain",
+    "is_local",
+    "read_checkpoint",
+    "remove_stale_temp_files",
+    "write_atomically",
+]
+
+_UNSAFE_MESSAGE = (
+    "refused: it contains objects other than tensors and plain values, which could run code "
+    "when loaded"
+)
+# Leaf types torch's weights_only unpickler rebuilds without importing anything else.
+_PLAIN_LEAVES = (
+    type(None),
+    bool,
+    int,
+    float,
+    complex,
+    str,
+    bytes,
+    bytearray,
+    torch.dtype,
+    torch.device,
+    torch.layout,
+    torch.Size,
+)
+# Temporary files are ".<final name>.<8 hex>.tmp" next to the final file.
+_TEMP_FILE = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp$")
+_PLAIN_MAPPINGS = (dict, OrderedDict, Counter)
+_PLAIN_SEQUENCES = (list, tuple, set)
+
+
+def is_local(path: str) -> bool:
+    """Returns whether `path` is a local file path (not a URI such as ``s3://`` or ``https://``)."""
+    return "://" not in path
+
+
+def write_atomically(
+    path_manager: PathManager, path: str, write: Callable[[IO[bytes]], None]
+) -> None:
+    """Writes a file so that readers see either the old or the complete new content.
+
+    A local path gets a temporary file in the same folder (same file system, so the rename is
+    atomic), flushed and fsynced before ``os.replace``. Other paths are written to a local
+    temporary file and copied with `path_manager`, as atomic as their storage makes a copy.
+    """
+    if not is_local(path):
+        _write_via_local_copy(path_manager, path, write)
+        return
+    folder = os.path.dirname(path) or "."
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+    try:
+        # "xb" rather than mkstemp: the file gets the usual umask permissions, not 0600.
+        with open(tmp, "xb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    _fsync_folder(folder)
+
+
+def remove_stale_temp_files(folder: str) -> list[str]:
+    """Deletes the temporary files that saves killed mid-write left in a local `folder`.
+
+    Call it only when no other process saves into `folder`, e.g. at the first save of a run.
+
+    Returns:
+        The names of the deleted files.
+    """
+    if not is_local(folder) or not os.path.isdir(folder):
+        return []
+    stale = [name for name in os.listdir(folder) if _TEMP_FILE.match(name)]
+    for name in stale:
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(folder, name))
+    return stale
+
+
+def _write_via_local_copy(
+    path_manager: PathManager, path: str, write: Callable[[IO[bytes]], None]
+) -> None:
+    """Writes to a local temporary file, then copies it to the non-local `path`."""
+    fd, tmp = tempfile.mkstemp(suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        path_manager.copy_from_local(tmp, path, overwrite=True)
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+
+
+def _fsync_folder(folder: str) -> None:
+    """Makes a rename in `folder` durable; some file systems cannot, which is harmless."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def read_checkpoint(path_manager: PathManager, path: str) -> Any:
+    """Loads a checkpoint file with ``torch.load(weights_only=True)`` onto the CPU.
+
+    Raises:
+        CheckpointError: The file is missing, unreadable, or contains objects that could run
+            code when loaded.
+    """
+    local = _local_copy(path_manager, path)
+    try:
+        return torch.load(local, map_location="cpu", weights_only=True)
+    except FileNotFoundError as e:  # a handler's local path can be a missing file too
+        raise CheckpointError(f"Checkpoint file {path} does not exist; check the path") from e
+    except Exception as e:  # torch reports a damaged file with many exception types
+        message = str(e)
+        if "Weights only load failed" in message:
+            found = re.search(r"GLOBAL (\S+)", message)
+            if found or "Can only build" in message or "Can only create" in message:
+                what = f" (found {found.group(1)})" if found else ""
+                raise CheckpointError(
+                    f"Checkpoint {path} {_UNSAFE_MESSAGE}{what}; load only files saved as "
+                    "tensors and plain values, or convert it where you trust the source"
+                ) from e
+        reason = ": ".join(part for part in (type(e).__name__, _reason(message)) if part)
+        raise CheckpointError(
+            f"Checkpoint {path} is not a readable checkpoint (truncated or corrupt: {reason}); "
+            "re-create it or use another file"
+        ) from e
+
+
+def _reason(message: str) -> str:
+    """Returns the informative line of a torch.load error, without torch's generic advice."""
+    boilerplate = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(boilerplate)]
+    return (useful or lines or [""])[0][:200]
+
+
+def _local_copy(path_manager: PathManager, path: str) -> str:
+    """Returns a local file for `path`, fetching it if it is not local."""
+    if is_local(path):
+        if not os.path.isfile(path):
+            raise CheckpointError(
+                f"Checkpoint file {path} does not exist; check the path "
+                "(e.g. train.init_checkpoint) or the output folder you resume from"
+            )
+        return path
+    try:
+        return path_manager.get_local_path(path)
+    except Exception as e:  # handlers raise their own types for a missing/unreachable file
+        raise CheckpointError(
+            f"Checkpoint {path} could not be fetched ({type(e).__name__}: {e}); check the URI, "
+            "the network, or download it and pass a local path"
+        ) from e
+
+
+def check_plain(value: Any, where: str) -> None:
+    """Checks that `value` holds only tensors and plain Python values, recursively.
+
+    Raises:
+        CheckpointError: Naming the first key path (e.g. ``trainer.hooks.2.best``) whose value
+            ``torch.load(weights_only=True)`` would refuse.
+    """
+    kind = type(value)
+    if kind in (torch.Tensor, torch.nn.Parameter) or kind in _PLAIN_LEAVES:
+        return
+    if kind in _PLAIN_MAPPINGS:
+        for key, item in value.items():
+            check_plain(key, f"{where} (a key)")
+            check_plain(item, f"{where}.{key}")
+        return
+    if kind in _PLAIN_SEQUENCES:
+        for i, item in enumerate(value):
+            check_plain(item, f"{where}.{i}")
+        return
+    raise CheckpointError(
+        f"Cannot save checkpoint: '{where}' is a {kind.__module__}.{kind.__qualname__}; a "
+        "checkpoint holds only tensors and plain Python values (so it loads with "
+        "weights_only=True): convert it in the state_dict() that returns it (e.g. float(x), "
+        "x.tolist(), torch.as_tensor(x))"
+    )
+
+
+def check_finite(state: Mapping[str, Any], name: str) -> None:
+    """Checks that every floating tensor of a model state is finite.
+
+    Raises:
+        CheckpointError: Naming the first tensor with NaN or Inf values.
+    """
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        if not (value.is_floating_point() or value.is_complex()):
+            continue
+        if not bool(torch.isfinite(value).all()):
+            raise CheckpointError(
+                f"Refusing to save checkpoint '{name}': model tensor '{key}' has NaN/Inf values, "
+                "so training diverged; the previous checkpoints are kept. Resume from the last "
+                "one with a lower LR or gradient clipping"
+            )

@@ -1,0 +1,134 @@
+"""Fitting a checkpoint's model state into a model, and the report of what fit."""
+
+import logging
+from collections import defaultdict
+from collections.abc import Mapping
+from itertools import chain
+from typing import Any
+
+import torch
+from torch import nn
+
+from pgtrain.checkpoint.report import CheckpointReport
+from pgtrain.errors import CheckpointError
+
+__all__ = ["load_model_state", "split_checkpoint"]
+
+logger = logging.getLogger("pgtrain.checkpoint")
+
+_MAX_LOGGED = 10
+
+
+def load_model_state(model: nn.Module, state: Mapping[str, Any], path: str) -> CheckpointReport:
+    """Loads the entries of `state` that fit into `model`; reports the ones that did not.
+
+    Entries whose shape differs from the model's are skipped with a warning, so the model keeps
+    its initialization there (new heads with another number of classes).
+
+    Raises:
+        CheckpointError: The model rejected the weights (e.g. a module's own loading check).
+    """
+    model_state = model.state_dict()
+    state = _strip_module_prefix(state, model_state)
+    usable, mismatched = _drop_mismatched(state, model_state, path)
+    try:
+        result = model.load_state_dict(usable, strict=False)
+    except RuntimeError as e:
+        raise CheckpointError(f"Could not load model weights from {path}: {e}") from e
+    skipped = {key for key, _, _ in mismatched}
+    loaded = [key for key in usable if key in model_state]
+    provided, aliases = set(loaded), _aliases(model)
+    missing = [
+        key
+        for key in result.missing_keys
+        if key not in skipped and not aliases.get(key, {key}) & provided
+    ]
+    fresh = [n for n, _ in model.named_parameters() if not aliases[n] & provided]
+    _warn_keys("Model keys missing in checkpoint %s (%d): %s", path, missing)
+    _warn_keys("Checkpoint %s keys not in the model (%d): %s", path, result.unexpected_keys)
+    return CheckpointReport(
+        path=path,
+        loaded=loaded,
+        missing=missing,
+        unexpected=list(result.unexpected_keys),
+        shape_mismatched=mismatched,
+        fresh=fresh,
+    )
+
+
+def split_checkpoint(data: Any, path: str) -> tuple[Mapping[str, Any], dict[str, Any]]:
+    """Splits a loaded file into model state and the rest; a bare state_dict has no rest."""
+    if not isinstance(data, Mapping):
+        raise CheckpointError(
+            f"Checkpoint {path} holds a {type(data).__name__}, not a dict of weights; save "
+            "model.state_dict() or use a pgtrain checkpoint"
+        )
+    if isinstance(data.get("model"), Mapping):
+        return data["model"], {k: v for k, v in data.items() if k != "model"}
+    if data and all(isinstance(v, torch.Tensor) for v in data.values()):
+        return data, {}
+    keys = ", ".join(str(k) for k in list(data)[:_MAX_LOGGED])
+    raise CheckpointError(
+        f"Checkpoint {path} has no 'model' entry and is not a state_dict of tensors (top-level "
+        f"keys: {keys}); save the model's state_dict() into a file of its own"
+    )
+
+
+def _drop_mismatched(
+    state: Mapping[str, Any], model_state: Mapping[str, Any], path: str
+) -> tuple[dict[str, Any], list[tuple[str, tuple, tuple]]]:
+    """Splits `state` into entries that fit the model and (key, file shape, model shape)."""
+    usable: dict[str, Any] = {}
+    mismatched: list[tuple[str, tuple, tuple]] = []
+    for key, value in state.items():
+        target = model_state.get(key)
+        if not _shapes_differ(value, target):
+            usable[key] = value
+            continue
+        mismatched.append((key, tuple(value.shape), tuple(target.shape)))
+        logger.warning(
+            "Skipped '%s' from %s: shape %s in the checkpoint but %s in the model; it keeps its "
+            "initialization",
+            key,
+            path,
+            tuple(value.shape),
+            tuple(target.shape),
+        )
+    return usable, mismatched
+
+
+def _strip_module_prefix(state: Mapping[str, Any], model_state: Mapping[str, Any]) -> Mapping:
+    """Removes the ``module.`` prefix of files saved from a DDP-wrapped model."""
+    prefix = "module."
+    if not state or not all(k.startswith(prefix) for k in state):
+        return state
+    if any(k.startswith(prefix) for k in model_state):
+        return state
+    return {k[len(prefix) :]: v for k, v in state.items()}
+
+
+def _shapes_differ(value: Any, target: Any) -> bool:
+    """Returns whether a file tensor cannot be copied into a model tensor of another shape."""
+    if not isinstance(value, torch.Tensor) or not isinstance(target, torch.Tensor):
+        return False
+    if nn.parameter.is_lazy(target):  # lazy modules take their shape from the file
+        return False
+    return tuple(value.shape) != tuple(target.shape)
+
+
+def _aliases(model: nn.Module) -> dict[str, set[str]]:
+    """Maps each parameter/buffer name to all names of the same tensor (tied weights)."""
+    by_tensor: dict[int, set[str]] = defaultdict(set)
+    named = chain(
+        model.named_parameters(remove_duplicate=False), model.named_buffers(remove_duplicate=False)
+    )
+    for name, tensor in named:
+        by_tensor[id(tensor)].add(name)
+    return {name: names for names in by_tensor.values() for name in names}
+
+
+def _warn_keys(message: str, path: str, keys: list[str]) -> None:
+    """Logs a warning with the first few `keys`."""
+    if keys:
+        shown = ", ".join(keys[:_MAX_LOGGED]) + (", ..." if len(keys) > _MAX_LOGGED else "")
+        logger.warning(message, path, len(keys), shown)

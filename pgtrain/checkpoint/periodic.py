@@ -1,0 +1,48 @@
+"""PeriodicCheckpointer: the hook that saves a checkpoint every few iterations and at the end."""
+
+from pgtrain.checkpoint.checkpointer import Checkpointer
+from pgtrain.engine.hook_base import HookBase
+from pgtrain.errors import ConfigError
+
+__all__ = ["PeriodicCheckpointer"]
+
+
+class PeriodicCheckpointer(HookBase):
+    """Saves ``<prefix>_<iter:07d>`` every `period` iterations and ``<prefix>_final`` at the end.
+
+    A checkpoint's ``iteration`` is the last finished iteration, so training resumes at
+    ``iteration + 1``. On non-main ranks the checkpointer's ``save_to_disk=False`` makes the
+    saves no-ops, so every rank may run this hook.
+    """
+
+    def __init__(
+        self,
+        checkpointer: Checkpointer,
+        period: int,
+        *,
+        max_iter: int | None = None,
+        file_prefix: str = "model",
+    ) -> None:
+        """Creates the hook.
+
+        Args:
+            checkpointer: Saves the files.
+            period: Save after every `period` iterations (train.checkpoint_period).
+            max_iter: Iteration count of the run; None takes ``trainer.max_iter``.
+            file_prefix: File name prefix.
+        """
+        if isinstance(period, bool) or not isinstance(period, int) or period < 1:
+            raise ConfigError(f"Checkpoint period={period!r} must be a positive integer")
+        self.checkpointer = checkpointer
+        self.period = period
+        self.max_iter = max_iter
+        self.file_prefix = file_prefix
+
+    def after_step(self) -> None:
+        """Saves when the iteration that just finished completes a period or the run."""
+        iteration = self.trainer.iter
+        max_iter = self.max_iter if self.max_iter is not None else self.trainer.max_iter
+        if (iteration + 1) % self.period == 0:
+            self.checkpointer.save(f"{self.file_prefix}_{iteration:07d}", iteration=iteration)
+        if max_iter is not None and iteration == max_iter - 1:
+            self.checkpointer.save(f"{self.file_prefix}_final", iteration=iteration)

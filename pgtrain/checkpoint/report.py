@@ -1,0 +1,69 @@
+"""CheckpointReport: what loading a checkpoint did to the model."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["CheckpointReport"]
+
+# Long key lists are cut in the log; the report object itself keeps every key.
+_MAX_LISTED = 8
+
+
+@dataclass
+class CheckpointReport:
+    """Describes one load: which model keys were taken, skipped or absent.
+
+    Attributes:
+        path: The file that was loaded ("" when nothing was loaded).
+        loaded: Model state keys that received values from the file.
+        missing: Model state keys the file does not provide.
+        unexpected: Keys in the file that the model does not have.
+        shape_mismatched: ``(key, shape in file, shape in model)`` for keys that were skipped.
+        fresh: Model parameter names the file did not provide (missing or shape-mismatched),
+            i.e. the parameters that start from their initialization. Empty when nothing was
+            loaded, because there is no checkpoint to compare against. On resume it also holds
+            the fresh parameters recorded when the run first loaded its initial weights.
+        extra: The file's other top-level values, e.g. ``{"iteration": 4}``; empty for a bare
+            state_dict.
+        checkpointables: Names of the checkpointables restored from the file.
+        rng_restored: Whether the random number generator states were restored.
+    """
+
+    path: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    shape_mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+    fresh: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    checkpointables: list[str] = field(default_factory=list)
+    rng_restored: bool = False
+
+    def summary(self) -> str:
+        """Returns a few lines for the log: counts, the keys that did not load, and extras."""
+        if not self.path:
+            return "No checkpoint loaded: the model keeps its initialization."
+        lines = [f"Loaded {len(self.loaded)} model tensors from {self.path}"]
+        if self.checkpointables or self.rng_restored:
+            restored = self.checkpointables + (["rng"] if self.rng_restored else [])
+            lines.append(f"  restored: {', '.join(restored)}")
+        if self.shape_mismatched:
+            shapes = [f"{k} {tuple(a)} in file vs {tuple(b)}" for k, a, b in self.shape_mismatched]
+            lines.append(_listing("skipped, shape mismatch", shapes))
+        if self.missing:
+            lines.append(_listing("missing in file", self.missing))
+        if self.unexpected:
+            lines.append(_listing("not in model", self.unexpected))
+        if self.fresh:
+            lines.append(_listing("fresh parameters", self.fresh))
+        plain = {k: v for k, v in self.extra.items() if isinstance(v, int | float | str | bool)}
+        if plain:
+            lines.append("  extra: " + ", ".join(f"{k}={v}" for k, v in plain.items()))
+        return "\n".join(lines)
+
+
+def _listing(title: str, items: list[str]) -> str:
+    """Formats `items` as one indented line, cut after a few entries."""
+    shown = ", ".join(items[:_MAX_LISTED])
+    more = f", ... (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
+    return f"  {title} ({len(items)}): {shown}{more}"

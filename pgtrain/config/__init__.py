@@ -1,0 +1,6 @@
+"""Configs as code: LazyCall nodes, LazyConfig files, and instantiate."""
+
+from pgtrain.config.lazy import LazyConfig
+from pgtrain.config.lazy_call import LazyCall, instantiate, locate, target_name, to_plain
+
+__all__ = ["LazyCall", "LazyConfig", "instantiate", "locate", "target_name", "to_plain"]

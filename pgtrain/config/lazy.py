@@ -1,0 +1,253 @@
+"""LazyConfig: load Python or YAML config files, save them as YAML, apply command-line overrides."""
+
+import ast
+import importlib
+import importlib.abc
+import importlib.machinery
+import inspect
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import yaml
+from iopath.common.file_io import g_pathmgr
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from pgtrain.config.lazy_call import locate, to_plain
+from pgtrain.errors import ConfigError
+from pgtrain.utils.suggest import did_you_mean
+
+__all__ = ["LazyConfig"]
+
+# Config modules are executed afresh by every load (so the edits one config makes to an imported
+# base, e.g. `train.max_iter = 10`, never leak into the next load) and their public dicts and lists
+# become DictConfig / ListConfig (so a derived config can write `train.max_iter = 10`). A module is
+# a config module if it is the loaded file, lies under a folder named `configs`, or its file name
+# ends in `config.py` (`projects/vit/vitdet_config.py`). Everything else (code that registers
+# builders or models) is imported once, as usual, so registrations happen once.
+_CONFIG_MODULES: set[str] = set()
+
+
+class LazyConfig:
+    """Loads, saves and overrides configs made of `LazyCall` nodes and plain values."""
+
+    @staticmethod
+    def load(path: str) -> DictConfig:
+        """Loads a ``.py`` config (its public dict-like globals) or a ``.yaml`` config.
+
+        A Python config may import other config files, relatively (``from .base import model``) or
+        by package (``from configs.common.train import train``); imported configs are executed
+        afresh on each load.
+        """
+        local = g_pathmgr.get_local_path(path) if g_pathmgr.exists(path) else path
+        if not os.path.isfile(local):
+            raise ConfigError(f"config file not found: {path}")
+        if local.endswith(".py"):
+            cfg = _load_python(local)
+        elif local.endswith((".yaml", ".yml")):
+            cfg = _load_yaml(local)
+        else:
+            raise ConfigError(f"{path}: a config file must end in .py or .yaml")
+        return _normalize(cfg)
+
+    @staticmethod
+    def save(cfg: DictConfig, path: str) -> None:
+        """Writes `cfg` as YAML that loads back to an equal config (interpolations kept)."""
+        text = LazyConfig.to_yaml(cfg)
+        with g_pathmgr.open(path, "w") as f:
+            f.write(text)
+
+    @staticmethod
+    def to_yaml(cfg: DictConfig) -> str:
+        """Returns the YAML text `save` writes; callables become import paths."""
+        return yaml.safe_dump(to_plain(cfg), sort_keys=False, default_flow_style=False, width=100)
+
+    @staticmethod
+    def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+        """Applies ``key.path=value`` overrides in place and returns `cfg`.
+
+        Values are Python literals where they parse (``1``, ``1e-3``, ``[1,2]``, ``None``,
+        ``True``), YAML words ``true``/``false``/``null``, else strings. A key must exist; prefix
+        it with ``+`` to add a new one. An unknown key is an error with close names.
+        """
+        for item in overrides:
+            key, sep, raw = item.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"override '{item}' is not of the form key.path=value")
+            add = key.startswith("+")
+            key = key.lstrip("+")
+            if not add:
+                _check_key_exists(cfg, key)
+            OmegaConf.update(cfg, key, _parse_value(raw), merge=False, force_add=True)
+        return cfg
+
+
+def _load_python(path: str) -> DictConfig:
+    root, module_name = _module_name(os.path.abspath(path))
+    importlib.invalidate_caches()  # see config files written since the last import
+    with _on_sys_path(root), _config_importer(os.path.abspath(path)):
+        try:
+            module = importlib.import_module(module_name)
+        except ConfigError:
+            raise
+        except SyntaxError as e:
+            raise ConfigError(f"{path}:{e.lineno}: syntax error: {e.msg}") from e
+        except ImportError as e:
+            raise ConfigError(f"{path}: {e}") from e
+    content = {
+        name: value
+        for name, value in vars(module).items()
+        if not name.startswith("_") and isinstance(value, DictConfig | ListConfig)
+    }
+    return DictConfig(content, flags={"allow_objects": True})
+
+
+def _load_yaml(path: str) -> DictConfig:
+    with open(path) as f:
+        try:
+            content = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from e
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: a YAML config must be a mapping at the top level")
+    return DictConfig(content, flags={"allow_objects": True})
+
+
+def _normalize(cfg: DictConfig) -> DictConfig:
+    """Puts a loaded config in the form YAML would give (callables as import-path calls)."""
+    return DictConfig(to_plain(cfg), flags={"allow_objects": True})
+
+
+def _module_name(path: str) -> tuple[str, str]:
+    """Returns (root folder, dotted module name) for a file inside packages (``__init__.py``)."""
+    folder, file = os.path.split(path)
+    parts = [os.path.splitext(file)[0]]
+    while os.path.isfile(os.path.join(folder, "__init__.py")):
+        folder, name = os.path.split(folder)
+        parts.insert(0, name)
+    return folder, ".".join(parts)
+
+
+@contextmanager
+def _on_sys_path(folder: str) -> Iterator[None]:
+    added = folder not in sys.path
+    if added:
+        sys.path.insert(0, folder)
+    try:
+        yield
+    finally:
+        if added and folder in sys.path:
+            sys.path.remove(folder)
+
+
+def _is_config_file(origin: str | None, top_file: str) -> bool:
+    if not origin or not origin.endswith(".py"):
+        return False
+    origin = os.path.abspath(origin)
+    folders = os.path.dirname(origin).split(os.sep)
+    return origin == top_file or "configs" in folders or origin.endswith("config.py")
+
+
+class _ConfigFinder(importlib.abc.MetaPathFinder):
+    """Finds config modules with the normal path finder, but loads them with `_ConfigLoader`."""
+
+    def __init__(self, top_file: str) -> None:
+        self._top_file = top_file
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+        if spec is None or spec.submodule_search_locations is not None:
+            return None  # packages (`__init__.py`) are ordinary modules
+        if not _is_config_file(spec.origin, self._top_file):
+            return None
+        spec.loader = _ConfigLoader(spec.loader)
+        _CONFIG_MODULES.add(fullname)
+        return spec
+
+
+class _ConfigLoader(importlib.abc.Loader):
+    """Executes a config file, then turns its public dicts and lists into DictConfig/ListConfig."""
+
+    def __init__(self, loader: Any) -> None:
+        self._loader = loader
+
+    def create_module(self, spec: Any) -> Any:
+        return None
+
+    def exec_module(self, module: Any) -> None:
+        self._loader.exec_module(module)
+        for name, value in list(vars(module).items()):
+            if not name.startswith("_") and isinstance(value, dict | list):
+                cls = DictConfig if isinstance(value, dict) else ListConfig
+                setattr(module, name, cls(value, flags={"allow_objects": True}))
+
+
+@contextmanager
+def _config_importer(top_file: str) -> Iterator[None]:
+    for name in list(_CONFIG_MODULES):
+        _forget_module(name)
+    finder = _ConfigFinder(top_file)
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+        for name in list(_CONFIG_MODULES):
+            _forget_module(name)
+
+
+def _forget_module(name: str) -> None:
+    sys.modules.pop(name, None)
+    parent, _, child = name.rpartition(".")
+    # `from package import child` would otherwise find the stale attribute on the package.
+    if parent in sys.modules and getattr(sys.modules[parent], child, None) is not None:
+        delattr(sys.modules[parent], child)
+
+
+def _check_key_exists(cfg: DictConfig, key: str) -> None:
+    """Raises unless `key` exists, or names an argument its call node's target accepts."""
+    node: Any = cfg
+    done: list[str] = []
+    for part in key.split("."):
+        if isinstance(node, ListConfig) and part.isdigit() and int(part) < len(node):
+            node = node._get_node(int(part))
+        elif isinstance(node, DictConfig) and part in [str(k) for k in node.keys()]:
+            node = node._get_node(part)
+        else:
+            choices = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+            accepted = _accepted_arguments(node)
+            if part in accepted:
+                return  # an argument left at its default, now set from the command line
+            where = ".".join(done) or "the config"
+            raise ConfigError(
+                f"override '{key}': {where} has no key '{part}'"
+                f"{did_you_mean(part, choices + accepted)} (use '+{key}=...' to add a new key)"
+            )
+        done.append(part)
+
+
+def _accepted_arguments(node: Any) -> list[str]:
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        return []
+    target = node._target_
+    try:
+        fn = locate(target) if isinstance(target, str) else target
+        params = inspect.signature(fn).parameters.values()
+    except (ConfigError, TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        pass
+    lowered = raw.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("null", "none", "~"):
+        return None
+    return raw

@@ -1,0 +1,182 @@
+"""LazyCall and instantiate: configs that describe calls, and turning them into objects."""
+
+import functools
+import importlib
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from pgtrain.errors import ConfigError
+from pgtrain.utils.suggest import did_you_mean
+
+__all__ = ["LazyCall", "instantiate", "locate", "target_name", "is_lazy_call", "to_plain"]
+
+TARGET = "_target_"
+
+
+class LazyCall:
+    """Records a call instead of making it: ``LazyCall(SGD)(lr=0.1)`` is a config node.
+
+    The node is a DictConfig ``{"_target_": SGD, "lr": 0.1}`` that can be edited, saved to YAML
+    (the target becomes its import path) and turned into the object by `instantiate`. Only keyword
+    arguments are accepted, so every argument has a name a command line can override.
+    """
+
+    def __init__(self, target: Callable[..., Any] | str) -> None:
+        if not (callable(target) or isinstance(target, str)):
+            raise ConfigError(f"LazyCall needs a callable or an import path, got {target!r}")
+        self._target = target
+
+    def __call__(self, *args: Any, **kwargs: Any) -> DictConfig:
+        if args:
+            raise ConfigError(
+                f"LazyCall({target_name(self._target)}) takes keyword arguments only, so each "
+                "can be named on the command line"
+            )
+        return DictConfig({TARGET: self._target, **kwargs}, flags={"allow_objects": True})
+
+
+def is_lazy_call(node: Any) -> bool:
+    """Says whether `node` is a mapping that describes a call (has a ``_target_`` key)."""
+    return isinstance(node, (Mapping, DictConfig)) and TARGET in node
+
+
+def target_name(target: Any) -> str:
+    """Returns the import path of a callable (``torch.optim.sgd.SGD``), or the string itself."""
+    if isinstance(target, str):
+        return target
+    if isinstance(target, functools.partial):
+        return target_name(target.func)
+    module = getattr(target, "__module__", None)
+    qualname = getattr(target, "__qualname__", None)
+    if module is None or qualname is None or "<" in qualname:
+        raise ConfigError(
+            f"{target!r} has no import path (lambdas and local functions cannot be saved); "
+            "use a module-level function or functools.partial"
+        )
+    return f"{module}.{qualname}"
+
+
+def locate(name: str) -> Any:
+    """Imports the object at a dotted path (``torch.optim.SGD``) or raises a ConfigError.
+
+    The longest importable module prefix is imported, the rest are attributes (so nested classes
+    and objects that packages re-export under another name are found too).
+    """
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        module_name = ".".join(parts[:cut])
+        try:
+            obj = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name is not None and not module_name.startswith(e.name):
+                raise  # the module exists but one of its own imports is missing
+            continue
+        try:
+            for attr in parts[cut:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            break
+        return obj
+    module, _, attr = name.rpartition(".")
+    raise ConfigError(
+        f"cannot import '{name}': check the spelling and that module '{module}' is importable "
+        f"and defines '{attr}'"
+    )
+
+
+def instantiate(cfg: Any, _path: str = "") -> Any:
+    """Builds the objects a config describes, depth first; other values are returned as they are.
+
+    Every mapping with a ``_target_`` is called with its other keys as keyword arguments (their
+    values instantiated first). Errors name the config key where they happened, e.g.
+    ``model.backbone: unexpected keyword 'dpth'; did you mean 'depth'?``.
+    """
+    if isinstance(cfg, ListConfig | Sequence) and not isinstance(cfg, str):
+        return [instantiate(v, _join(_path, str(i))) for i, v in enumerate(cfg)]
+    if not isinstance(cfg, DictConfig | Mapping):
+        return cfg
+    keys = list(cfg.keys())
+    if TARGET not in keys:
+        return {k: instantiate(_get(cfg, k, _path), _join(_path, str(k))) for k in keys}
+    target = _get(cfg, TARGET, _path)
+    fn = locate(target) if isinstance(target, str) else target
+    kwargs = {
+        k: instantiate(_get(cfg, k, _path), _join(_path, str(k))) for k in keys if k != TARGET
+    }
+    _check_kwargs(fn, kwargs, _path)
+    try:
+        return fn(**kwargs)
+    except ConfigError as e:
+        if _path and not str(e).startswith(_path):
+            raise ConfigError(f"{_path}: {e}") from e
+        raise
+    except Exception as e:
+        # Name the key; keep the original exception type's message (one line is enough).
+        raise ConfigError(
+            f"{_path or 'config'}: {target_name(fn)}(...) failed: {type(e).__name__}: {e}"
+        ) from e
+
+
+def _get(cfg: Any, key: Any, path: str) -> Any:
+    try:
+        return cfg[key]
+    except Exception as e:  # omegaconf interpolation / missing-value errors
+        msg = str(e).splitlines()[0]
+        raise ConfigError(f"{_join(path, str(key))}: {msg}") from e
+
+
+def _check_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any], path: str) -> None:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return  # builtins without a signature: let the call itself complain
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    for key in kwargs:
+        if key not in accepted:
+            raise ConfigError(
+                f"{path or 'config'}: unexpected keyword '{key}' for {target_name(fn)}"
+                f"{did_you_mean(key, accepted)}"
+            )
+    missing = [
+        n
+        for n, p in params.items()
+        if p.default is inspect.Parameter.empty
+        and n not in kwargs
+        and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    ]
+    if missing:
+        raise ConfigError(
+            f"{path or 'config'}: {target_name(fn)} needs {', '.join(repr(m) for m in missing)}; "
+            f"set {' and '.join(_join(path, m) for m in missing)}"
+        )
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def to_plain(cfg: Any) -> Any:
+    """Returns a plain-container copy of a config, unresolved, with callables as import paths."""
+    container = (
+        OmegaConf.to_container(cfg, resolve=False)
+        if isinstance(cfg, DictConfig | ListConfig)
+        else cfg
+    )
+    return _stringify(container)
+
+
+def _stringify(node: Any) -> Any:
+    if isinstance(node, Mapping):
+        return {k: target_name(v) if k == TARGET else _stringify(v) for k, v in node.items()}
+    if isinstance(node, list | tuple):
+        return [_stringify(v) for v in node]
+    if callable(node) and not isinstance(node, str):
+        # A callable passed as a value (e.g. norm_layer=nn.BatchNorm2d) is stored as a call that
+        # imports it, so the YAML form instantiates to the same object.
+        return {TARGET: target_name(locate), "name": target_name(node)}
+    return node

@@ -1,0 +1,173 @@
+"""Built-in hooks: timing, LR-schedule stepping, evaluation, writing metrics, non-finite guard."""
+
+import datetime
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from pgtrain.engine.hook_base import HookBase
+from pgtrain.solver.lr_scheduler import param_group_names
+from pgtrain.utils import comm
+from pgtrain.utils.writers import EventWriter
+
+__all__ = [
+    "IterationTimer",
+    "LRSchedulerHook",
+    "EvalHook",
+    "PeriodicWriter",
+    "NonFiniteLossGuard",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class IterationTimer(HookBase):
+    """Records each iteration's wall time as ``time`` and logs the total at the end."""
+
+    def __init__(self) -> None:
+        self._step_start = 0.0
+        self._train_start = 0.0
+
+    def before_train(self) -> None:
+        self._train_start = time.perf_counter()
+
+    def before_step(self) -> None:
+        self._step_start = time.perf_counter()
+
+    def after_step(self) -> None:
+        self.trainer.storage.put_scalar("time", time.perf_counter() - self._step_start)
+
+    def after_train(self) -> None:
+        done = self.trainer.iter - self.trainer.start_iter
+        total = time.perf_counter() - self._train_start
+        if done > 0:
+            logger.info(
+                "Total training time: %s (%d iterations, %.4f s/it)",
+                datetime.timedelta(seconds=int(total)),
+                done,
+                total / done,
+            )
+
+
+class LRSchedulerHook(HookBase):
+    """Records every param group's LR as ``lr/<group name>``, then steps the LR scheduler.
+
+    The LR recorded for an iteration is the one its optimizer step used; the scheduler is stepped
+    once per iteration, after ``optimizer.step()``. Its state is part of the trainer checkpoint.
+    """
+
+    def __init__(self, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
+        self.scheduler = scheduler
+        self._names: list[str] = []
+
+    def before_train(self) -> None:
+        self._names = param_group_names(self.trainer.optimizer.param_groups)
+
+    def after_step(self) -> None:
+        storage = self.trainer.storage
+        for name, group in zip(self._names, self.trainer.optimizer.param_groups, strict=True):
+            storage.put_scalar(f"lr/{name}", group["lr"], smoothing_hint=False)
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.scheduler.state_dict() if self.scheduler is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state)
+
+
+class EvalHook(HookBase):
+    """Runs `eval_function` every `period` iterations and after the last one.
+
+    The function returns a (nested) dict of numbers, e.g. ``{"top1": 91.2}`` or
+    ``{"bbox": {"AP": 40.1}}``; they are recorded flattened (``bbox/AP``) so writers report them.
+    """
+
+    def __init__(self, period: int, eval_function: Callable[[], Mapping[str, Any] | None]) -> None:
+        self._period = period
+        self._func = eval_function
+
+    def after_step(self) -> None:
+        it = self.trainer.iter + 1
+        last = it == self.trainer.max_iter
+        if last or (self._period > 0 and it % self._period == 0):
+            self._evaluate()
+
+    def _evaluate(self) -> None:
+        results = self._func() or {}
+        flat = _flatten(results)
+        for name, value in flat.items():
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise TypeError(f"eval function returned a non-number for '{name}': {value!r}")
+            self.trainer.storage.put_scalar(name, value, smoothing_hint=False)
+        comm.synchronize()  # ranks leave evaluation together, so none times out in the next step
+
+
+class PeriodicWriter(HookBase):
+    """Calls every writer each `period` iterations, after the last one and at the end."""
+
+    def __init__(self, writers: Sequence[EventWriter], period: int = 20) -> None:
+        self._writers = list(writers)
+        self._period = period
+        self._written_iter = -1
+
+    def after_step(self) -> None:
+        it = self.trainer.iter + 1
+        if it % self._period == 0 or it == self.trainer.max_iter:
+            self._write()
+
+    def after_train(self) -> None:
+        # Write what the last partial period recorded (e.g. when an error stopped training).
+        if self.trainer.storage.iter > self._written_iter:
+            self._write()
+        for writer in self._writers:
+            writer.close()
+
+    def _write(self) -> None:
+        for writer in self._writers:
+            writer.write(self.trainer.storage)
+        self._written_iter = self.trainer.storage.iter
+
+
+class NonFiniteLossGuard(HookBase):
+    """Stops training, before the optimizer steps, when the loss (or gradient norm) is not finite.
+
+    Raises FloatingPointError naming the iteration and the losses, so no later hook (such as the
+    periodic checkpointer) ever sees, let alone saves, weights updated from NaN gradients.
+    """
+
+    def after_backward(self) -> None:
+        storage = self.trainer.storage
+        latest = storage.latest()
+        # Under fp16 loss scaling, overflowing gradients are expected: the scaler skips that step.
+        scaled = getattr(self.trainer, "grad_scaler", None) is not None
+        checked = ["total_loss"] if scaled else ["total_loss", "grad_norm"]
+        bad = [
+            k
+            for k in checked
+            if k in latest and latest[k][1] == storage.iter and not math.isfinite(latest[k][0])
+        ]
+        if bad:
+            losses = {k: v for k, (v, it) in latest.items() if "loss" in k and it == storage.iter}
+            raise FloatingPointError(
+                f"{bad[0]} became non-finite at iteration {storage.iter}: {losses}. Training "
+                "stopped before the optimizer step; checkpoints hold only earlier, finite weights. "
+                "Try a lower optimizer.lr, train.clip_grad_norm, or check the data."
+            )
+
+
+def _flatten(results: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in results.items():
+        name = f"{prefix}/{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, name))
+        else:
+            flat[name] = value
+    return flat

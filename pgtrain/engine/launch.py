@@ -1,0 +1,239 @@
+"""Start a function in one process per GPU (or per CPU worker), on one or several machines.
+
+`launch` serves three cases with the same call in a training script:
+
+- world size 1: it calls the function in this process, without a process group;
+- several processes: it spawns one process per local rank, each joining the process group (NCCL
+  on CUDA, gloo on CPU) before it calls the function;
+- under ``torchrun``: torchrun already started the processes, so it joins the process group
+  described by the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ...)
+  and calls the function.
+"""
+
+import logging
+import os
+import pickle
+import socket
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from pgtrain.errors import ConfigError, PgtrainError
+from pgtrain.utils import comm
+
+__all__ = ["launch", "DEFAULT_TIMEOUT"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = timedelta(minutes=30)
+"""How long a collective may wait for the other ranks before it fails."""
+
+_TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+def launch(
+    main_func: Callable[..., Any],
+    num_gpus_per_machine: int,
+    num_machines: int = 1,
+    machine_rank: int = 0,
+    dist_url: str | None = "auto",
+    args: tuple = (),
+    timeout: timedelta = DEFAULT_TIMEOUT,
+    *,
+    backend: str | None = None,
+) -> None:
+    """Runs ``main_func(*args)`` in every process of a (possibly distributed) run.
+
+    Call it under ``if __name__ == "__main__":`` in a script: spawned processes import the script
+    again, and without the guard each would launch anew. Under torchrun the spawn arguments are
+    ignored (a warning says so when they disagree with the environment). An exception in any
+    spawned process stops the others and is raised here as
+    `torch.multiprocessing.ProcessRaisedException`, whose message holds the process's traceback.
+
+    Args:
+        main_func: the function every process runs; spawned processes import it by name, so it
+            must be defined at module level.
+        num_gpus_per_machine: processes per machine (one per GPU on CUDA).
+        num_machines: machines taking part.
+        machine_rank: this machine's index in [0, num_machines).
+        dist_url: where the processes meet, e.g. ``tcp://10.0.0.1:23456`` (machine 0's address);
+            "auto" or None picks a free local port, which only works on one machine.
+        args: positional arguments for `main_func`; they are pickled for each process.
+        timeout: how long collectives wait for other ranks.
+        backend: process-group backend; None means "nccl" when CUDA is available, else "gloo".
+
+    Raises:
+        ConfigError: inconsistent process counts, ranks, URL or backend.
+    """
+    if dist.is_available() and dist.is_initialized():
+        logger.info("A process group already exists; calling %s directly", _name(main_func))
+        main_func(*args)
+        return
+    if all(name in os.environ for name in _TORCHRUN_VARIABLES):
+        _launch_from_environment(
+            main_func, args, timeout, backend, num_gpus_per_machine, num_machines
+        )
+        return
+    _check_counts(num_gpus_per_machine, num_machines, machine_rank)
+    world_size = num_machines * num_gpus_per_machine
+    if world_size == 1:
+        main_func(*args)
+        return
+    backend = _resolve_backend(backend, num_gpus_per_machine)
+    dist_url = _resolve_url(dist_url, num_machines)
+    _check_picklable(main_func)
+    worker_args = (main_func, args, machine_rank, num_gpus_per_machine, world_size, backend)
+    mp.start_processes(
+        _distributed_worker,
+        args=(*worker_args, dist_url, timeout),
+        nprocs=num_gpus_per_machine,
+        start_method="spawn",
+    )
+
+
+def _name(func: Callable[..., Any]) -> str:
+    return getattr(func, "__qualname__", repr(func))
+
+
+def _check_counts(num_gpus_per_machine: int, num_machines: int, machine_rank: int) -> None:
+    if num_gpus_per_machine < 1:
+        raise ConfigError(
+            f"num_gpus_per_machine must be >= 1 (processes per machine), got {num_gpus_per_machine}"
+        )
+    if num_machines < 1:
+        raise ConfigError(f"num_machines must be >= 1, got {num_machines}")
+    if not 0 <= machine_rank < num_machines:
+        raise ConfigError(
+            f"machine_rank must be in [0, num_machines={num_machines}), got {machine_rank}; "
+            "give each machine its own index starting at 0"
+        )
+
+
+def _resolve_backend(backend: str | None, num_local_processes: int) -> str:
+    """Returns the backend to use, checking that it exists and that NCCL has enough GPUs."""
+    if backend is None:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if not dist.is_available() or not dist.is_backend_available(backend):
+        raise ConfigError(
+            f"backend {backend!r} is not available in this torch build; use 'gloo' (CPU), "
+            "'nccl' (CUDA) or None to choose by device"
+        )
+    if backend == "nccl":
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if num_local_processes > gpus:
+            raise ConfigError(
+                f"backend 'nccl' needs one GPU per process but num_gpus_per_machine="
+                f"{num_local_processes} and this machine has {gpus} GPU(s); lower "
+                "num_gpus_per_machine or use backend='gloo'"
+            )
+    return backend
+
+
+def _resolve_url(dist_url: str | None, num_machines: int) -> str:
+    if dist_url not in (None, "auto"):
+        return dist_url
+    if num_machines != 1:
+        raise ConfigError(
+            f"dist_url='auto' only works on one machine (num_machines={num_machines}); pass "
+            "dist_url='tcp://<machine 0 address>:<port>' on every machine"
+        )
+    return f"tcp://127.0.0.1:{_find_free_port()}"
+
+
+def _find_free_port() -> int:
+    # Port 0 asks the OS for a free port; another program could take it before the processes
+    # bind it, a small race every launcher of this kind accepts.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _check_picklable(main_func: Callable[..., Any]) -> None:
+    try:
+        pickle.dumps(main_func)
+    except Exception as e:  # pickling raises several types (PicklingError, AttributeError, ...)
+        raise PgtrainError(
+            f"main_func {_name(main_func)} cannot be sent to spawned processes ({e}); define it "
+            "at module level so they can import it by name"
+        ) from e
+
+
+def _distributed_worker(
+    local_rank: int,
+    main_func: Callable[..., Any],
+    args: tuple,
+    machine_rank: int,
+    num_local_processes: int,
+    world_size: int,
+    backend: str,
+    dist_url: str,
+    timeout: timedelta,
+) -> None:
+    """Joins the process group as one spawned process, runs `main_func` and leaves the group."""
+    device_id = None
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+        # Binding the device lets NCCL set up eagerly and keeps barriers off other GPUs.
+        device_id = torch.device("cuda", local_rank)
+    elif "OMP_NUM_THREADS" not in os.environ:
+        # Each process would otherwise use every core, so N processes oversubscribe N-fold.
+        torch.set_num_threads(max(1, _num_cpus() // num_local_processes))
+    dist.init_process_group(
+        backend,
+        init_method=dist_url,
+        world_size=world_size,
+        rank=machine_rank * num_local_processes + local_rank,
+        timeout=timeout,
+        device_id=device_id,
+    )
+    comm.create_local_process_group(num_local_processes)
+    _run_and_leave_group(main_func, args)
+
+
+def _num_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):  # the cores this process may use (containers, taskset)
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _run_and_leave_group(main_func: Callable[..., Any], args: tuple) -> None:
+    main_func(*args)
+    # Only after success: on an error the process exits at once, so the launcher reports this
+    # error and not the connection errors that tearing down the group would cause on other ranks.
+    if dist.is_initialized():  # main_func may have left the group itself
+        comm.synchronize()
+        dist.destroy_process_group()
+
+
+def _launch_from_environment(
+    main_func: Callable[..., Any],
+    args: tuple,
+    timeout: timedelta,
+    backend: str | None,
+    num_gpus_per_machine: int,
+    num_machines: int,
+) -> None:
+    """Runs `main_func` in a process that torchrun started, joining the group it describes."""
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ["LOCAL_RANK"])
+    local_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    if rank == 0 and (num_gpus_per_machine, num_machines) != (local_size, world_size // local_size):
+        logger.warning(
+            "Running under torchrun with %d process(es) on each of %d machine(s); ignoring "
+            "launch(num_gpus_per_machine=%d, num_machines=%d)",
+            local_size, world_size // local_size, num_gpus_per_machine, num_machines,
+        )  # fmt: skip
+    if world_size == 1:
+        main_func(*args)
+        return
+    backend = _resolve_backend(backend, local_size)
+    device_id = None
+    if backend == "nccl":
+        torch.cuda.set_device(local_rank)
+        device_id = torch.device("cuda", local_rank)
+    dist.init_process_group(backend, init_method="env://", timeout=timeout, device_id=device_id)
+    _run_and_leave_group(main_func, args)

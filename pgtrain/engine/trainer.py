@@ -1,0 +1,254 @@
+"""Trainer and AMPTrainer: the training loop (data, forward, backward, clip, step) with hooks."""
+
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from pgtrain.engine.hook_base import HookBase
+from pgtrain.errors import ConfigError
+from pgtrain.utils import comm
+from pgtrain.utils.events import EventStorage, event_storage
+
+__all__ = ["Trainer", "AMPTrainer"]
+
+logger = logging.getLogger(__name__)
+
+
+class Trainer:
+    """Runs iterations of: load data, forward to a loss dict, backward, clip, optimizer step.
+
+    Per iteration: ``before_step`` hooks, forward/backward of each micro-batch, gradient clipping,
+    ``after_backward`` hooks (final gradients, before the step), optimizer step, ``after_step``.
+
+    The model returns a dict of scalar losses in training mode; their sum is minimised. One
+    iteration is one optimizer step over `accumulation` micro-batches (their gradients add up,
+    each loss scaled by ``1 / accumulation``; under DDP only the last micro-batch all-reduces).
+
+    Args:
+        model: the model, already on its device (and wrapped in DDP when distributed).
+        data_loader: an iterable of batches; it is iterated forever. A loader built by
+            `pgtrain.data.build_train_loader` resumes at the right sample.
+        optimizer: a torch optimizer.
+        accumulation: micro-batches per optimizer step.
+        clip_grad_norm: if set, gradients are clipped to this global L2 norm before the step.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data_loader: Iterable[Any],
+        optimizer: torch.optim.Optimizer,
+        *,
+        accumulation: int = 1,
+        clip_grad_norm: float | None = None,
+    ) -> None:
+        if accumulation < 1:
+            raise ConfigError(f"train.accumulation must be >= 1, got {accumulation}")
+        self.model = model
+        self.data_loader = data_loader
+        self.optimizer = optimizer
+        self.accumulation = accumulation
+        self.clip_grad_norm = clip_grad_norm
+        self.iter = self.start_iter = self.max_iter = 0
+        self.storage = EventStorage()
+        self._hooks: list[HookBase] = []
+        self._data_iter: Iterator[Any] | None = None
+
+    def register_hooks(self, hooks: Iterable[HookBase | None]) -> None:
+        """Appends hooks (None entries are skipped); they run in list order."""
+        for hook in hooks:
+            if hook is None:
+                continue
+            # A proxy avoids a reference cycle trainer <-> hook.
+            hook.trainer = weakref.proxy(self)
+            self._hooks.append(hook)
+
+    @property
+    def hooks(self) -> list[HookBase]:
+        """The registered hooks, in the order they run."""
+        return list(self._hooks)
+
+    def train(self, start_iter: int, max_iter: int) -> None:
+        """Runs iterations ``start_iter .. max_iter - 1``; `after_train` hooks run even on error."""
+        logger.info("Starting training from iteration %d of %d", start_iter, max_iter)
+        self.iter = self.start_iter = start_iter
+        self.max_iter = max_iter
+        self.storage = EventStorage(start_iter)
+        with event_storage(self.storage):
+            try:
+                self._call_hooks("before_train")
+                self._data_iter = self._start_data()
+                for self.iter in range(start_iter, max_iter):
+                    self.storage.iter = self.iter
+                    self._call_hooks("before_step")
+                    self.run_step()
+                    self._call_hooks("after_step")
+                self.iter = max_iter
+            finally:
+                self._call_hooks("after_train")
+
+    def run_step(self) -> None:
+        """Runs one iteration: micro-batches forward/backward, `after_backward`, clip, step."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        data_time = 0.0
+        totals: dict[str, torch.Tensor] = {}
+        for i in range(self.accumulation):
+            start = time.perf_counter()
+            batch = next(self._data_iter)
+            data_time += time.perf_counter() - start
+            last = i == self.accumulation - 1
+            with self._sync_context(last):
+                loss_dict = self._forward(batch)
+                self._backward(sum(loss_dict.values()) / self.accumulation)
+            for name, value in loss_dict.items():
+                totals[name] = totals.get(name, 0.0) + value.detach() / self.accumulation
+        self._record(totals, data_time)
+        self._prepare_grads()
+        self._call_hooks("after_backward")
+        self._step()
+
+    def _forward(self, batch: Any) -> dict[str, torch.Tensor]:
+        loss_dict = self.model(batch)
+        if not isinstance(loss_dict, Mapping) or not loss_dict:
+            raise TypeError(
+                f"in training mode the model must return a non-empty dict of scalar losses, got "
+                f"{type(loss_dict).__name__}"
+            )
+        return dict(loss_dict)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        loss.backward()
+
+    def _prepare_grads(self) -> None:
+        self._clip()
+
+    def _step(self) -> None:
+        self.optimizer.step()
+
+    def _clip(self) -> None:
+        if self.clip_grad_norm is None:
+            return
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
+        self.storage.put_scalar("grad_norm", norm.item())
+
+    def _sync_context(self, sync: bool) -> contextlib.AbstractContextManager[Any]:
+        if not sync and hasattr(self.model, "no_sync"):
+            return self.model.no_sync()
+        return contextlib.nullcontext()
+
+    def _record(self, losses: dict[str, torch.Tensor], data_time: float) -> None:
+        names = list(losses)
+        values = torch.stack([losses[n].float() for n in names])
+        if comm.get_world_size() > 1:
+            # One all-reduce per iteration: every rank logs (and checks) the same mean losses.
+            values = values.to(next(self.model.parameters()).device)
+            torch.distributed.all_reduce(values)
+            values /= comm.get_world_size()
+        floats = values.tolist()
+        self.storage.put_scalar("total_loss", sum(floats))
+        for name, value in zip(names, floats, strict=True):
+            self.storage.put_scalar(name, value)
+        self.storage.put_scalar("data_time", data_time)
+
+    def _start_data(self) -> Iterator[Any]:
+        batch_sampler = getattr(self.data_loader, "batch_sampler", None)
+        sampler = getattr(batch_sampler, "sampler", None)
+        skip = self.start_iter * self.accumulation
+        if hasattr(sampler, "seek"):
+            sampler.seek(skip * batch_sampler.batch_size)
+        elif skip:
+            logger.warning("The data loader cannot seek: the resumed run starts its data anew")
+        return iter(self.data_loader)
+
+    def _call_hooks(self, stage: str) -> None:
+        for hook in self._hooks:
+            getattr(hook, stage)()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Returns what resuming needs: iteration, optimizer and hook states."""
+        hooks = {}
+        for hook in self._hooks:
+            state = hook.state_dict()
+            if state:
+                hooks[type(hook).__qualname__] = state
+        return {"iteration": self.iter, "optimizer": self.optimizer.state_dict(), "hooks": hooks}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores `state_dict`'s output; hooks missing from the checkpoint keep their state."""
+        self.iter = state["iteration"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        for hook in self._hooks:
+            key = type(hook).__qualname__
+            if key in state.get("hooks", {}):
+                hook.load_state_dict(state["hooks"][key])
+
+
+class AMPTrainer(Trainer):
+    """A Trainer with automatic mixed precision.
+
+    ``precision="bf16"`` autocasts to bfloat16 (CPU or CUDA, no loss scaling needed);
+    ``"fp16"`` autocasts to float16 on CUDA with a GradScaler (its state is checkpointed).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data_loader: Iterable[Any],
+        optimizer: torch.optim.Optimizer,
+        *,
+        precision: str = "bf16",
+        accumulation: int = 1,
+        clip_grad_norm: float | None = None,
+    ) -> None:
+        super().__init__(
+            model, data_loader, optimizer, accumulation=accumulation, clip_grad_norm=clip_grad_norm
+        )
+        if precision not in ("bf16", "fp16"):
+            raise ConfigError(f"train.amp.precision must be 'bf16' or 'fp16', got '{precision}'")
+        self.device_type = next(model.parameters()).device.type
+        if precision == "fp16" and self.device_type != "cuda":
+            raise ConfigError("train.amp.precision=fp16 needs CUDA; use bf16 on the CPU")
+        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        self.grad_scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+
+    def _forward(self, batch: Any) -> dict[str, torch.Tensor]:
+        with torch.autocast(self.device_type, dtype=self.dtype):
+            loss_dict = super()._forward(batch)
+        return {k: v.float() for k, v in loss_dict.items()}
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        if self.grad_scaler is None:
+            loss.backward()
+        else:
+            self.grad_scaler.scale(loss).backward()
+
+    def _prepare_grads(self) -> None:
+        if self.grad_scaler is not None:
+            self.grad_scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
+        self._clip()
+
+    def _step(self) -> None:
+        if self.grad_scaler is None:
+            self.optimizer.step()
+            return
+        self.grad_scaler.step(self.optimizer)  # skips the step when gradients overflowed
+        self.grad_scaler.update()
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if self.grad_scaler is not None:
+            state["grad_scaler"] = self.grad_scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if self.grad_scaler is not None and "grad_scaler" in state:
+            self.grad_scaler.load_state_dict(state["grad_scaler"])

@@ -1,0 +1,19 @@
+"""Exceptions a user can cause; the command-line tools print them as one line and exit non-zero."""
+
+__all__ = ["PgtrainError", "ConfigError", "RegistryError", "CheckpointError"]
+
+
+class PgtrainError(Exception):
+    """Base class of errors caused by user input (configs, files, names)."""
+
+
+class ConfigError(PgtrainError, ValueError):
+    """A config file, key, override or value is wrong; the message names the key."""
+
+
+class RegistryError(PgtrainError, LookupError):
+    """A name is not registered, or a taken name is registered again with another object."""
+
+
+class CheckpointError(PgtrainError, RuntimeError):
+    """A checkpoint is missing, corrupt, unsafe or does not fit."""

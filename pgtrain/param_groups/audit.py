@@ -1,0 +1,210 @@
+"""Audit: every trainable parameter in exactly one group, nothing the model does not own."""
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from pgtrain.errors import ConfigError
+from pgtrain.param_groups.model_params import ModelParams, collect_model_params
+from pgtrain.param_groups.plan import BuildPlan, ParamDecision, ParamGroups
+
+__all__ = ["audit_param_groups", "named_groups"]
+
+_SHOWN = 5  # names listed in an error before "... and N more"
+
+
+def audit_param_groups(
+    model: nn.Module,
+    groups: Any,
+    *,
+    builder: str = "groups",
+    params: ModelParams | None = None,
+) -> ParamGroups:
+    """Checks param groups against `model` and returns them normalized, with names filled in.
+
+    Accepts what ``torch.optim`` accepts: a list (or generator) of group dicts, or of parameters
+    (one group); a group's ``params`` may be a tensor, a list or a generator (read exactly once,
+    so the exhausted-generator pitfall cannot happen) of tensors or ``(name, tensor)`` pairs.
+    Each group gets ``param_names`` (the canonical names) and a ``name`` (``group{i}`` if none).
+    Groups from a builder keep their plan; others get one derived from the groups.
+
+    Raises:
+        ConfigError: a tensor that is not a parameter of `model`; a parameter placed twice (also
+            through a tied name); ``param_names`` that do not name the group's tensors; a
+            trainable parameter in no group (unless the builder froze it on purpose).
+    """
+    params = params or collect_model_params(model)
+    plan = groups.plan if isinstance(groups, ParamGroups) else None
+    normalized = [_normalize(g, i) for i, g in enumerate(_read_groups(groups))]
+    placed: dict[int, str] = {}
+    for group in normalized:
+        group["param_names"] = _place(group, params, placed)
+    excluded = {n for n, d in plan.decisions.items() if d.frozen} if plan else set()
+    missing = [
+        n
+        for i, n in enumerate(params.names)
+        if i not in placed and params.tensors[i].requires_grad and n not in excluded
+    ]
+    if missing:
+        raise ConfigError(
+            f"{len(missing)} trainable parameter(s) are in no param group: {_some(missing)}; add "
+            "them to a group, freeze them with a rule (frozen=True) or set requires_grad=False"
+        )
+    if plan is None:
+        plan = _plan_from_groups(builder, normalized, params, placed)
+    plan.aliases = {params.names[i]: list(a) for i, a in params.aliases.items()}
+    return ParamGroups(normalized, plan)
+
+
+def _read_groups(groups: Any) -> list[dict[str, Any]]:
+    if isinstance(groups, torch.Tensor | Mapping):
+        groups = [groups]
+    if isinstance(groups, str) or not isinstance(groups, Iterable):
+        raise ConfigError(
+            f"param groups must be a list of dicts or of parameters, got {type(groups).__name__}"
+        )
+    items = list(groups)  # a generator is read here, once
+    if not items:
+        raise ConfigError("param groups are empty: the optimizer would have nothing to train")
+    if all(not isinstance(item, Mapping) for item in items):
+        return [{"params": items}]  # plain parameters, as in SGD(model.parameters())
+    for i, item in enumerate(items):
+        if not isinstance(item, Mapping) or "params" not in item:
+            raise ConfigError(
+                f"param group {i} must be a dict with a 'params' key, got "
+                f"{type(item).__name__}; do not mix dicts and tensors"
+            )
+    return [dict(item) for item in items]
+
+
+def _normalize(group: dict[str, Any], i: int) -> dict[str, Any]:
+    group.setdefault("name", f"group{i}")
+    entries = group["params"]
+    if isinstance(entries, torch.Tensor):
+        entries = [entries]
+    elif isinstance(entries, set | frozenset | Mapping):
+        raise ConfigError(
+            f"param group '{group['name']}': 'params' must be an ordered list, got a "
+            f"{type(entries).__name__} (its order changes between runs)"
+        )
+    else:
+        entries = list(entries)
+    if entries and all(isinstance(e, tuple) and len(e) == 2 for e in entries):
+        group.setdefault("param_names", [str(e[0]) for e in entries])
+        entries = [e[1] for e in entries]
+    group["params"] = entries
+    return group
+
+
+def _place(group: dict[str, Any], params: ModelParams, placed: dict[int, str]) -> list[str]:
+    """Finds each tensor of `group` in the model; returns the canonical names, in group order."""
+    gname = group["name"]
+    given = group.get("param_names")
+    if given is not None and len(given) != len(group["params"]):
+        raise ConfigError(
+            f"param group '{gname}' has {len(group['params'])} params but {len(given)} param_names"
+        )
+    names = []
+    for k, tensor in enumerate(group["params"]):
+        if not isinstance(tensor, torch.Tensor):
+            raise ConfigError(
+                f"param group '{gname}' holds a {type(tensor).__name__}, not a parameter tensor"
+            )
+        index = params.index_of_tensor.get(id(tensor))
+        if index is None:
+            raise ConfigError(
+                f"param group '{gname}' holds a tensor of shape {tuple(tensor.shape)} that is not "
+                "a parameter of the model (the optimizer would silently never update it); remove "
+                "it, or register it on the model with nn.Parameter"
+            )
+        name = params.names[index]
+        if given is not None and params.index_of_name.get(str(given[k])) != index:
+            raise ConfigError(
+                f"param group '{gname}': param_names[{k}] is '{given[k]}' but the "
+                f"tensor there is the model's '{name}'"
+            )
+        if index in placed:
+            also = params.aliases.get(index)
+            tied = f" (tied: also named {', '.join(also)})" if also else ""
+            raise ConfigError(
+                f"parameter '{name}'{tied} is in param group '{placed[index]}' and "
+                f"again in '{gname}'; place each parameter once"
+            )
+        placed[index] = gname
+        names.append(name)
+    return names
+
+
+def _plan_from_groups(
+    builder: str, groups: list[dict[str, Any]], params: ModelParams, placed: dict[int, str]
+) -> BuildPlan:
+    """Describes hand-made groups per parameter, so reports work the same for them."""
+    plan = BuildPlan(builder, notes=[f"groups made by '{builder}' directly: no rule provenance"])
+    extra = {k for g in groups for k in g} - {
+        "params",
+        "param_names",
+        "name",
+        "lr",
+        "lr_scale",
+        "weight_decay",
+        "rules",
+    }
+    by_index = {}
+    for group in groups:
+        options = {k: group[k] for k in extra if k in group}
+        for name in group["param_names"]:
+            by_index[params.index_of_name[name]] = ParamDecision(
+                name,
+                (),
+                group["name"],
+                lr=float(group.get("lr", float("nan"))),
+                lr_scale=float(group.get("lr_scale", 1.0)),
+                weight_decay=float(group.get("weight_decay", float("nan"))),
+                options=options,
+            )
+    for i, name in enumerate(params.names):
+        decision = by_index.get(i) or ParamDecision(name, (), "", frozen=True)
+        decision.shape = tuple(params.tensors[i].shape)
+        plan.decisions[name] = decision
+    return plan
+
+
+def named_groups(
+    groups: Any, model: nn.Module | None = None
+) -> list[tuple[str, Mapping[str, Any], list[str]]]:
+    """Returns ``(display name, group, parameter names)`` for builder groups or an optimizer's.
+
+    `groups` is a list of group dicts or a ``torch.optim.Optimizer``. Names come from each group's
+    ``param_names``; groups without them are named through `model` by tensor identity (seed 003's
+    visualizer). A group without ``name`` shows as ``group{i}``.
+
+    Raises:
+        ConfigError: a group has no ``param_names`` and no `model` was given, or holds a tensor
+            the model does not own.
+    """
+    if isinstance(groups, torch.optim.Optimizer):
+        groups = groups.param_groups
+    by_id = None
+    result = []
+    for i, group in enumerate(groups):
+        names = group.get("param_names")
+        if names is None:
+            if model is None:
+                raise ConfigError(
+                    f"param group {i} has no 'param_names'; pass the model to name its parameters"
+                )
+            if by_id is None:
+                inventory = collect_model_params(model)
+                by_id = {id(t): n for t, n in zip(inventory.tensors, inventory.names, strict=True)}
+            names = [
+                by_id.get(id(p)) or f"<not in model: {tuple(p.shape)}>" for p in group["params"]
+            ]
+        result.append((str(group.get("name", f"group{i}")), group, list(names)))
+    return result
+
+
+def _some(names: list[str]) -> str:
+    shown = ", ".join(f"'{n}'" for n in names[:_SHOWN])
+    return shown + (f" ... and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")

@@ -1,0 +1,124 @@
+"""The ``layer_decay`` builder: layer-wise LR decay for ViTs (BEiT, MAE, seed 002) and others."""
+
+from collections.abc import Collection, Iterable, Sequence
+from typing import Any
+
+from torch import nn
+
+from pgtrain.errors import ConfigError
+from pgtrain.param_groups.builders import (
+    PARAM_GROUP_BUILDERS,
+    RuleSpecs,
+    paused_gc,
+    plan_param_groups,
+)
+from pgtrain.param_groups.layer_ids import Resolver, resolve_layer_ids
+from pgtrain.param_groups.model_params import collect_model_params
+from pgtrain.param_groups.plan import ParamGroups
+from pgtrain.param_groups.rules import parse_rules
+
+__all__ = ["layer_decay_param_groups", "layer_scales"]
+
+
+def layer_scales(decay: float, num_layers: int) -> list[float]:
+    """Returns the LR scale of layers ``0 .. num_layers + 1``: ``decay ** (num_layers + 1 - i)``."""
+    return [decay ** (num_layers + 1 - i) for i in range(num_layers + 2)]
+
+
+@PARAM_GROUP_BUILDERS.register("layer_decay")
+def layer_decay_param_groups(
+    model: nn.Module,
+    *,
+    lr: float,
+    weight_decay: float = 0.0,
+    decay: float = 0.75,
+    resolver: str | Resolver = "auto",
+    prefix: str | None = None,
+    num_layers: int | None = None,
+    skip: Sequence[str] = (),
+    rules: RuleSpecs = (),
+    fresh: Collection[str] | None = None,
+    merge_labels: bool = False,
+) -> ParamGroups:
+    """Scales each layer's LR by ``decay ** (num_layers + 1 - layer_id)``, one group per layer.
+
+    Layer ids come from a resolver (see `pgtrain.param_groups.layer_ids`): embeddings are layer
+    0, block ``i`` is layer ``i + 1``, everything else (final norm, heads, parameters outside the
+    ViT) is the last layer, ``num_layers + 1``, at scale 1. Groups are labelled ``layer_<id>``.
+    Biases (``bias``, ``*_bias``), 1-D parameters, the `skip` names and the model's
+    ``no_weight_decay()`` hints get no weight decay. `rules` apply afterwards, so a rule's
+    ``lr_mult`` (e.g. heads at 10x) multiplies the layer's scale.
+
+    Args:
+        model: the model.
+        lr: the base learning rate (that of the last layer).
+        weight_decay: the base weight decay.
+        decay: the per-layer factor, in (0, 1]; 1 turns the decay off.
+        resolver: a name in `LAYER_ID_RESOLVERS` (``auto``, ``vit``, ``torchvision_vit``,
+            ``resnet``, ``sequence``) or a resolver function.
+        prefix: where the layered part sits (``backbone.net``); found automatically if None.
+        num_layers: the depth; defaults to the number of blocks found (seed 002's
+            ``cfg.ViT.DEPTH``), and may not be smaller.
+        skip: parameter names without weight decay (full names or dotted suffixes such as
+            ``pos_embed``); each must match a parameter.
+        rules: further rules, applied after the layer scales and the weight-decay exemptions.
+        fresh: names of parameters the initial checkpoint did not provide.
+        merge_labels: merge groups with equal hyperparameters across labels.
+    """
+    if isinstance(decay, bool) or not isinstance(decay, int | float) or not 0 < decay <= 1:
+        raise ConfigError(f"decay must be a number in (0, 1], got {decay!r}")
+    with paused_gc():  # the inventory and layer ids allocate per parameter too
+        params = collect_model_params(model)
+        found = resolve_layer_ids(model, params.names, resolver, prefix)
+    depth = _depth(num_layers, found.num_layers)
+    scales = layer_scales(decay, depth)
+    last = depth + 1
+
+    def start(i: int) -> Iterable[tuple[str, str, Any]]:
+        layer = found.ids.get(params.names[i], last)
+        return [
+            ("layer_decay", "group", f"layer_{layer}"),
+            ("layer_decay", "lr_mult", scales[layer]),
+        ]
+
+    specs: list[dict[str, Any]] = [
+        {"id": "no_wd_1d", "max_ndim": 1, "weight_decay": 0.0, "optional": True},
+        {"id": "no_wd_bias", "bias": True, "weight_decay": 0.0, "optional": True},
+        {
+            "id": "no_weight_decay()",
+            "no_weight_decay_hint": True,
+            "weight_decay": 0.0,
+            "optional": True,
+        },
+    ]
+    skip = [skip] if isinstance(skip, str) else list(skip)  # a generator is read once
+    if skip:
+        specs.append({"id": "skip", "names": skip, "weight_decay": 0.0})
+    source = (
+        f"layer_decay (decay={decay:g}, {found.source}; "
+        f"scale = {decay:g} ** ({depth} + 1 - layer_id))"
+    )
+    return plan_param_groups(
+        model,
+        [*parse_rules(specs, "layer_decay"), *parse_rules(rules)],
+        builder="layer_decay",
+        lr=lr,
+        weight_decay=weight_decay,
+        fresh=fresh,
+        start=start,
+        sources={"layer_decay": source},
+        notes=[f"layer ids: {found.source}"],
+        merge_labels=merge_labels,
+        params=params,
+    )
+
+
+def _depth(num_layers: int | None, found: int) -> int:
+    if num_layers is None:
+        return found
+    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < found:
+        raise ConfigError(
+            f"num_layers is {num_layers!r} but the model has {found} blocks; leave "
+            "it unset to use the number found"
+        )
+    return num_layers

@@ -1,0 +1,223 @@
+"""Layer ids for layer-wise LR decay: which depth each parameter sits at.
+
+A resolver is a plain function ``(model, names, prefix) -> LayerIds | None``: `names` are the
+model's parameter names in order, `prefix` optionally says where the layered part sits
+(``"backbone.net"``), and None means "this naming is not in the model". Layer 0 is the input side
+(embeddings, stem), layer ``i + 1`` is block ``i``, and every parameter the resolver leaves out is
+the last layer, ``num_layers + 1`` (final norm, heads, necks), as in BEiT / MAE / seed 002.
+Register your own with ``@LAYER_ID_RESOLVERS.register("name")`` and select it by name.
+"""
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from pgtrain.errors import ConfigError
+from pgtrain.registry import Registry
+
+__all__ = ["LAYER_ID_RESOLVERS", "LayerIds", "resolve_layer_ids"]
+
+LAYER_ID_RESOLVERS = Registry(
+    "LAYER_ID_RESOLVERS",
+    hint="built-in resolvers register on `import pgtrain.param_groups`; "
+    "a project's on importing its module from its config file",
+)
+
+
+@dataclass(frozen=True)
+class LayerIds:
+    """Layer ids found by a resolver.
+
+    Attributes:
+        ids: the layer id of every parameter the resolver placed (0 .. num_layers); parameters
+            not listed are the last layer, ``num_layers + 1``.
+        num_layers: the number of blocks (the ViT's depth, or the number of ResNet stages).
+        source: what was found, for the report (e.g. ``vit at 'backbone.net.' (12 blocks)``).
+    """
+
+    ids: dict[str, int]
+    num_layers: int
+    source: str
+
+
+Resolver = Callable[[nn.Module, Sequence[str], str | None], LayerIds | None]
+
+# ViT naming of seed 002, BEiT, MAE, timm and pgtrain's ViT: `<prefix>blocks.<i>.`.
+_VIT_BLOCK = re.compile(r"^((?:[^.]+\.)*?)blocks\.(\d+)\.")
+_VIT_EMBED = frozenset(
+    {"cls_token", "mask_token", "dist_token", "reg_token", "pos_embed", "patch_embed"}
+)
+# torchvision.models.VisionTransformer: `<prefix>encoder.layers.encoder_layer_<i>.`.
+_TV_VIT_BLOCK = re.compile(r"^((?:[^.]+\.)*?)encoder\.layers\.encoder_layer_(\d+)\.")
+_TV_VIT_EMBED = ("class_token", "conv_proj.", "encoder.pos_embedding")
+# ResNet stages: torchvision `layer1..4` after `conv1`/`bn1`, Detectron2 `res2..5` after `stem`.
+_RESNET_STAGE = re.compile(r"^((?:[^.]+\.)*?)(?:layer([1-4])|res([2-5]))\.")
+_RESNET_STEM = ("conv1.", "bn1.", "stem.")
+
+
+@LAYER_ID_RESOLVERS.register("vit")
+def resolve_vit(model: nn.Module, names: Sequence[str], prefix: str | None) -> LayerIds | None:
+    """ViT names (seed 002, timm, BEiT, MAE): ``cls_token``/``pos_embed``/``patch_embed`` are 0,
+    ``blocks.i`` is ``i + 1``, wherever the ViT sits (``backbone.net.blocks.3``)."""
+    return _resolve_numbered(
+        "vit",
+        names,
+        prefix,
+        _VIT_BLOCK,
+        lambda m: int(m.group(2)) + 1,
+        lambda rest: rest.partition(".")[0] in _VIT_EMBED,
+    )
+
+
+@LAYER_ID_RESOLVERS.register("torchvision_vit")
+def resolve_torchvision_vit(
+    model: nn.Module, names: Sequence[str], prefix: str | None
+) -> LayerIds | None:
+    """torchvision ViT names: ``class_token``, ``conv_proj``, ``encoder.pos_embedding`` are 0,
+    ``encoder.layers.encoder_layer_i`` is ``i + 1``."""
+    return _resolve_numbered(
+        "torchvision_vit",
+        names,
+        prefix,
+        _TV_VIT_BLOCK,
+        lambda m: int(m.group(2)) + 1,
+        lambda rest: rest.startswith(_TV_VIT_EMBED),
+    )
+
+
+@LAYER_ID_RESOLVERS.register("resnet")
+def resolve_resnet(model: nn.Module, names: Sequence[str], prefix: str | None) -> LayerIds | None:
+    """ResNet stages: the stem is 0, ``layer1..4`` (or Detectron2's ``res2..5``) are 1..4."""
+
+    def stage(m: re.Match) -> int:
+        return int(m.group(2)) if m.group(2) else int(m.group(3)) - 1
+
+    return _resolve_numbered(
+        "resnet",
+        names,
+        prefix,
+        _RESNET_STAGE,
+        stage,
+        lambda rest: rest.startswith(_RESNET_STEM),
+    )
+
+
+@LAYER_ID_RESOLVERS.register("sequence")
+def resolve_sequence(model: nn.Module, names: Sequence[str], prefix: str | None) -> LayerIds | None:
+    """Any model: the ModuleList/Sequential with the most parameterized children is the blocks.
+
+    Child ``k`` is layer ``k + 1``; parameters that come before the container in the model are
+    layer 0 (embeddings), those after it the last layer. `prefix` names the container.
+    """
+    best: tuple[str, list[str]] | None = None
+    wanted = None if prefix is None else prefix.rstrip(".")
+    for path, module in model.named_modules():
+        if not isinstance(module, nn.ModuleList | nn.Sequential) or wanted not in (None, path):
+            continue
+        children = [
+            c for c, child in module.named_children() if next(child.parameters(), None) is not None
+        ]
+        if len(children) >= 2 and (best is None or len(children) > len(best[1])):
+            best = (path, children)
+    if best is None:
+        return None
+    path, children = best
+    head = f"{path}." if path else ""
+    layer_of_child = {c: k + 1 for k, c in enumerate(children)}
+    ids: dict[str, int] = {}
+    seen_blocks = False
+    for name in names:
+        layer = (
+            layer_of_child.get(name[len(head) :].partition(".")[0])
+            if name.startswith(head)
+            else None
+        )
+        if layer is not None:
+            ids[name], seen_blocks = layer, True
+        elif not seen_blocks:
+            ids[name] = 0
+    return LayerIds(ids, len(children), f"sequence '{path or '<model>'}' ({len(children)} blocks)")
+
+
+@LAYER_ID_RESOLVERS.register("auto")
+def resolve_auto(model: nn.Module, names: Sequence[str], prefix: str | None) -> LayerIds | None:
+    """Tries ``vit``, ``torchvision_vit``, ``resnet`` and then ``sequence``; the first that
+    recognizes the model's names wins."""
+    reasons = []
+    for key in ("vit", "torchvision_vit", "resnet", "sequence"):
+        try:
+            found = LAYER_ID_RESOLVERS.get(key)(model, names, prefix)
+        except ConfigError as e:  # e.g. two ViTs: let a later resolver try
+            reasons.append(str(e))
+            continue
+        if found is not None:
+            return LayerIds(found.ids, found.num_layers, f"auto: {found.source}")
+    detail = f" ({'; '.join(reasons)})" if reasons else ""
+    raise ConfigError(
+        f"resolver 'auto' found no layers in the model{detail}; pass resolver= one of "
+        f"{', '.join(LAYER_ID_RESOLVERS.names())} (and prefix= where the blocks sit), or register "
+        "a resolver in LAYER_ID_RESOLVERS"
+    )
+
+
+def resolve_layer_ids(
+    model: nn.Module,
+    names: Sequence[str],
+    resolver: str | Resolver = "auto",
+    prefix: str | None = None,
+) -> LayerIds:
+    """Runs a resolver (a registry name or a function) and insists it finds layers.
+
+    Raises:
+        ConfigError: the resolver does not recognize the model's names.
+    """
+    fn = LAYER_ID_RESOLVERS.get(resolver) if isinstance(resolver, str) else resolver
+    found = fn(model, names, prefix)
+    if found is None:
+        where = f" under prefix '{prefix}'" if prefix is not None else ""
+        raise ConfigError(
+            f"resolver '{resolver}' found no layers{where}; check the model's parameter names or "
+            f"use another resolver: {', '.join(LAYER_ID_RESOLVERS.names())}"
+        )
+    return found
+
+
+def _resolve_numbered(
+    kind: str,
+    names: Sequence[str],
+    prefix: str | None,
+    block: re.Pattern,
+    block_id: Callable[[re.Match], int],
+    is_embedding: Callable[[str], bool],
+) -> LayerIds | None:
+    """Shared by the name-based resolvers: find the blocks' prefix, then number every name."""
+    found = {}
+    for name in names:
+        m = block.match(name)
+        if m:
+            found[name] = (m.group(1), block_id(m))
+    prefixes = list(dict.fromkeys(p for p, _ in found.values()))
+    if prefix is not None:
+        wanted = prefix if prefix == "" or prefix.endswith(".") else prefix + "."
+        prefixes = [p for p in prefixes if p == wanted]
+    if not prefixes:
+        return None
+    if len(prefixes) > 1:
+        with_embeddings = [
+            p for p in prefixes if any(n.startswith(p) and is_embedding(n[len(p) :]) for n in names)
+        ]
+        if len(with_embeddings) != 1:
+            raise ConfigError(
+                f"resolver '{kind}' found blocks under several prefixes "
+                f"({', '.join(repr(p) for p in prefixes)}); pass prefix= to choose"
+            )
+        prefixes = with_embeddings
+    head = prefixes[0]
+    ids = {n: layer for n, (p, layer) in found.items() if p == head}
+    for name in names:
+        if name not in ids and name.startswith(head) and is_embedding(name[len(head) :]):
+            ids[name] = 0
+    num_layers = max(ids.values())  # the deepest block's id
+    return LayerIds(ids, num_layers, f"{kind} at '{head}' ({num_layers} blocks)")

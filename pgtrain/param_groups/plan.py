@@ -1,0 +1,141 @@
+"""What a builder decided for each parameter, and the group list that carries it."""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pgtrain.errors import ConfigError
+from pgtrain.utils.suggest import did_you_mean
+
+__all__ = ["ParamDecision", "BuildPlan", "ParamGroups", "PRECEDENCE"]
+
+PRECEDENCE = (
+    "lr = (last absolute lr, else base lr) x every lr_mult; weight_decay likewise with wd_mult; "
+    "group, frozen and optimizer keys: the last matching rule wins"
+)
+
+
+@dataclass(slots=True)
+class ParamDecision:
+    """The hyperparameters one parameter gets, and which rules set them (its provenance).
+
+    Attributes:
+        name: the parameter's canonical name.
+        shape: its shape.
+        label: the group label it goes to (groups with the same label and hyperparameters merge).
+        lr: its learning rate, multipliers included.
+        lr_scale: ``lr / base lr`` (the product of multipliers when the base lr is 0).
+        weight_decay: its weight decay, multipliers included.
+        options: other optimizer keys set by rules (``betas``, ``eps``, ...).
+        frozen: whether it stays out of the optimizer.
+        applied: ``(source, key, value)`` for every setting applied, in order; a source is a rule
+            id or a builder step such as ``layer_decay``.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    label: str
+    lr: float = 0.0
+    lr_scale: float = 1.0
+    weight_decay: float = 0.0
+    options: dict[str, Any] = field(default_factory=dict)
+    frozen: bool = False
+    applied: list[tuple[str, str, Any]] = field(default_factory=list)
+
+    @property
+    def numel(self) -> int:
+        """Returns the number of values in the parameter."""
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    def sources(self) -> list[str]:
+        """Returns the ids of the rules and builder steps that applied, in order, once each."""
+        return list(dict.fromkeys(source for source, _, _ in self.applied))
+
+
+@dataclass
+class BuildPlan:
+    """Everything a build decided, kept next to the groups for reports and `explain`.
+
+    Attributes:
+        builder: the builder's registry name (or ``"groups"`` for hand-made groups).
+        base_lr: the ``lr`` option, or None when the groups did not come from a builder.
+        base_weight_decay: the ``weight_decay`` option, or None likewise.
+        decisions: one per parameter, canonical names, in model order (frozen ones included).
+        aliases: the other names of shared or tied parameters, keyed by canonical name.
+        sources: how each rule or builder step shows in reports, keyed by its id.
+        notes: facts worth a line in the report (layer ids found, hints that matched nothing).
+    """
+
+    builder: str
+    base_lr: float | None = None
+    base_weight_decay: float | None = None
+    decisions: dict[str, ParamDecision] = field(default_factory=dict)
+    aliases: dict[str, list[str]] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def decision(self, name: str) -> ParamDecision:
+        """Returns the decision for `name` (a canonical name or an alias)."""
+        found = self.decisions.get(name)
+        if found is not None:
+            return found
+        for canonical, others in self.aliases.items():
+            if name in others:
+                return self.decisions[canonical]
+        names = [*self.decisions, *(a for others in self.aliases.values() for a in others)]
+        raise ConfigError(f"no parameter named '{name}' in the model{did_you_mean(name, names)}")
+
+
+class ParamGroups(list):
+    """A list of torch param-group dicts that also carries the `BuildPlan` behind it.
+
+    Pass it to any ``torch.optim`` optimizer as ``params``; the plan stays here for the report,
+    the JSON form and `explain`. Each group dict has ``params``, ``param_names``, ``name``, ``lr``,
+    ``lr_scale``, ``weight_decay``, ``rules`` (ids of the rules that applied to its members) and
+    any optimizer key a rule set.
+    """
+
+    def __init__(self, groups: list[dict[str, Any]], plan: BuildPlan) -> None:
+        super().__init__(groups)
+        self.plan = plan
+
+    def explain(self, name: str) -> str:
+        """Says which group parameter `name` is in and which rules set its hyperparameters."""
+        d = self.plan.decision(name)
+        group = next((g["name"] for g in self if d.name in g["param_names"]), None)
+        lines = [
+            f"{d.name} {tuple(d.shape)}: "
+            + (f"group '{group}'" if group else "frozen (not in the optimizer)")
+        ]
+        others = self.plan.aliases.get(d.name)
+        if others:
+            lines.append(f"  tied: also named {', '.join(others)} (placed once)")
+        lines.append(f"  lr = {d.lr:.6g}{_base(self.plan.base_lr, 'lr', d.applied)}")
+        lines.append(
+            f"  weight_decay = {d.weight_decay:.6g}"
+            f"{_base(self.plan.base_weight_decay, 'weight_decay', d.applied)}"
+        )
+        for key, value in d.options.items():
+            lines.append(f"  {key} = {value!r}")
+        if not d.applied:
+            lines.append("  no rule applied: base values")
+        for source in d.sources():
+            sets = ", ".join(f"{k}={v!r}" for s, k, v in d.applied if s == source)
+            lines.append(f"  by {self.plan.sources.get(source, source)}: {sets}")
+        lines.append(f"  precedence: {PRECEDENCE}")
+        return "\n".join(lines)
+
+
+def _base(base: float | None, key: str, applied: list[tuple[str, str, Any]]) -> str:
+    """Returns how a value was composed, e.g. `` (base 0.01 x 10 x 0.5)``."""
+    absolute = [(s, v) for s, k, v in applied if k == key]
+    mult_key = "lr_mult" if key == "lr" else "wd_mult"
+    mults = [f"{v:g}" for _, k, v in applied if k == mult_key]
+    start = (
+        f"{absolute[-1][1]:.6g} from {absolute[-1][0]}"
+        if absolute
+        else ("base" if base is None else f"base {base:.6g}")
+    )
+    return f" ({' x '.join([start, *mults])})"

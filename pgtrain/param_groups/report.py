@@ -1,0 +1,209 @@
+"""Reports on param groups: the summary table, the verbose listing and a JSON-able form.
+
+Each function takes the groups a builder returned (`ParamGroups`, which carry the plan: rule
+provenance, frozen parameters, tied names), plain group dicts, or an optimizer (its
+``param_groups``); for the last two, pass the model to name parameters that lack ``param_names``
+and to count the frozen ones.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from pgtrain.param_groups.audit import named_groups
+from pgtrain.param_groups.model_params import collect_model_params
+from pgtrain.param_groups.plan import PRECEDENCE, BuildPlan, ParamGroups
+
+__all__ = ["format_param_group_table", "format_param_group_details", "param_groups_to_dict"]
+
+Groups = ParamGroups | Sequence[Mapping[str, Any]] | torch.optim.Optimizer
+
+
+@dataclass
+class _Summary:
+    named: list[tuple[str, Mapping[str, Any], list[str]]]
+    plan: BuildPlan | None
+    frozen: list[tuple[str, tuple[int, ...]]]
+    aliases: dict[str, list[str]]
+
+
+def _summarize(groups: Groups, model: nn.Module | None) -> _Summary:
+    plan = groups.plan if isinstance(groups, ParamGroups) else None
+    named = named_groups(groups, model)
+    if plan is not None:
+        frozen = [(d.name, d.shape) for d in plan.decisions.values() if d.frozen]
+        return _Summary(named, plan, frozen, plan.aliases)
+    if model is None:
+        return _Summary(named, None, [], {})
+    inventory = collect_model_params(model)
+    placed = {n for _, _, names in named for n in names}
+    frozen = [
+        (n, tuple(t.shape))
+        for n, t in zip(inventory.names, inventory.tensors, strict=True)
+        if n not in placed
+    ]
+    aliases = {inventory.names[i]: a for i, a in inventory.aliases.items()}
+    return _Summary(named, None, frozen, aliases)
+
+
+def format_param_group_table(groups: Groups, model: nn.Module | None = None) -> str:
+    """Returns the summary table logged at the start of every run.
+
+    One row per group (name, tensors, parameters, lr, lr scale, weight decay, rules applied),
+    then the totals of trainable and frozen parameters, tied parameters and the build's notes.
+    """
+    s = _summarize(groups, model)
+    rows = [("group", "tensors", "parameters", "lr", "lr scale", "weight decay", "rules applied")]
+    for name, group, _ in s.named:
+        rows.append(
+            (
+                name,
+                f"{len(group['params']):,}",
+                f"{_numel(group['params']):,}",
+                _num(group, "lr"),
+                _num(group, "lr_scale"),
+                _num(group, "weight_decay"),
+                ", ".join(group.get("rules", ())) or "-",
+            )
+        )
+    lines = [_header(s.plan), *_align(rows, right=(1, 2, 3, 4, 5))]
+    tensors = sum(len(g["params"]) for _, g, _ in s.named)
+    values = sum(_numel(g["params"]) for _, g, _ in s.named)
+    frozen = sum(_prod(shape) for _, shape in s.frozen)
+    lines.append(
+        f"trainable: {tensors:,} tensors, {values:,} parameters in {len(s.named)} groups; "
+        f"frozen: {len(s.frozen):,} tensors, {frozen:,} parameters"
+    )
+    for name, others in s.aliases.items():
+        lines.append(f"tied: '{name}' is also {', '.join(repr(o) for o in others)} (placed once)")
+    lines += [f"note: {note}" for note in (s.plan.notes if s.plan else ())]
+    return "\n".join(lines)
+
+
+def format_param_group_details(groups: Groups, model: nn.Module | None = None) -> str:
+    """Returns the verbose listing: per group its lr, eps, weight_decay, betas or momentum, and
+    every parameter's name and shape (seed 003's visualizer)."""
+    s = _summarize(groups, model)
+    width = max((len(n) for _, _, names in s.named for n in names), default=0)
+    lines = []
+    for i, (name, group, names) in enumerate(s.named):
+        scale = f" (scale {group['lr_scale']:.6g})" if "lr_scale" in group else ""
+        lines += [
+            f"param group {i} '{name}':",
+            f"  lr: {group.get('lr', 'optimizer default')}{scale}",
+            f"  eps: {group.get('eps', 'N/A')}",
+            f"  weight_decay: {group.get('weight_decay', 'optimizer default')}",
+            f"  betas: {group['betas']}"
+            if "betas" in group
+            else f"  momentum: {group.get('momentum', 'N/A')}",
+            f"  rules: {', '.join(group.get('rules', ())) or '-'}",
+            f"  parameters ({len(names)} tensors, {_numel(group['params']):,} values):",
+        ]
+        for pname, p in zip(names, group["params"], strict=True):
+            lines.append(f"    - {pname:{width}} | shape: {tuple(p.shape)}")
+    if s.frozen:
+        lines.append(f"frozen ({len(s.frozen)} tensors, not in the optimizer):")
+        lines += [f"    - {n:{width}} | shape: {shape}" for n, shape in s.frozen]
+    return "\n".join(lines)
+
+
+def param_groups_to_dict(groups: Groups, model: nn.Module | None = None) -> dict[str, Any]:
+    """Returns the report as plain values (for ``json.dump``): groups with their parameters,
+    totals, frozen and tied parameters, notes, and every parameter's provenance if known."""
+    s = _summarize(groups, model)
+    out_groups = []
+    for name, group, names in s.named:
+        extra = {
+            k: _plain(v)
+            for k, v in group.items()
+            if k not in ("params", "param_names", "name", "rules")
+        }
+        out_groups.append(
+            {
+                "name": name,
+                **extra,
+                "rules": list(group.get("rules", ())),
+                "tensors": len(names),
+                "parameters": _numel(group["params"]),
+                "params": [
+                    {"name": n, "shape": list(p.shape)}
+                    for n, p in zip(names, group["params"], strict=True)
+                ],
+            }
+        )
+    plan = s.plan
+    return {
+        "builder": plan.builder if plan else None,
+        "base_lr": plan.base_lr if plan else None,
+        "base_weight_decay": plan.base_weight_decay if plan else None,
+        "precedence": PRECEDENCE,
+        "groups": out_groups,
+        "totals": {
+            "groups": len(out_groups),
+            "trainable_tensors": sum(g["tensors"] for g in out_groups),
+            "trainable_parameters": sum(g["parameters"] for g in out_groups),
+            "frozen_tensors": len(s.frozen),
+            "frozen_parameters": sum(_prod(shape) for _, shape in s.frozen),
+        },
+        "frozen": [{"name": n, "shape": list(shape)} for n, shape in s.frozen],
+        "tied": {n: list(o) for n, o in s.aliases.items()},
+        "notes": list(plan.notes) if plan else [],
+        "sources": dict(plan.sources) if plan else {},
+        "provenance": {
+            d.name: [[src, key, _plain(value)] for src, key, value in d.applied]
+            for d in plan.decisions.values()
+        }
+        if plan
+        else {},
+    }
+
+
+def _header(plan: BuildPlan | None) -> str:
+    if plan is None or plan.base_lr is None:
+        return "param groups:"
+    return (
+        f"param groups (builder '{plan.builder}', base lr {plan.base_lr:.4g}, "
+        f"base weight decay {plan.base_weight_decay:.4g}):"
+    )
+
+
+def _align(rows: list[tuple[str, ...]], right: tuple[int, ...]) -> list[str]:
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    rule = tuple("-" * w for w in widths)
+    out = []
+    for row in [rows[0], rule, *rows[1:]]:
+        cells = [
+            cell.rjust(w) if c in right else cell.ljust(w)
+            for c, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        out.append("  ".join(cells).rstrip())
+    return out
+
+
+def _num(group: Mapping[str, Any], key: str) -> str:
+    value = group.get(key)
+    return f"{value:.4g}" if isinstance(value, int | float) else "default"
+
+
+def _numel(tensors: Sequence[torch.Tensor]) -> int:
+    return sum(t.numel() for t in tensors)
+
+
+def _prod(shape: Sequence[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, int | float | str | bool) or value is None:
+        return value
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    return repr(value)

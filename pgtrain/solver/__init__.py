@@ -1,0 +1,30 @@
+"""Optimizers and LR schedules: building from config, schedules, the torch adapter, LR scaling."""
+
+from pgtrain.solver.build import build_lr_scheduler, build_optimizer
+from pgtrain.solver.lr_scaling import (
+    DynamicLRScaling,
+    describe_lr_scaling,
+    effective_batch_size,
+    lr_scale_factor,
+    scale_lr,
+    scale_optimizer_lrs,
+)
+from pgtrain.solver.lr_scheduler import LRMultiplier, group_lr_curves, param_group_names
+from pgtrain.solver.schedules import LR_SCHEDULES, as_schedule, build_schedule
+
+__all__ = [
+    "LR_SCHEDULES",
+    "DynamicLRScaling",
+    "LRMultiplier",
+    "as_schedule",
+    "build_lr_scheduler",
+    "build_optimizer",
+    "build_schedule",
+    "describe_lr_scaling",
+    "effective_batch_size",
+    "group_lr_curves",
+    "lr_scale_factor",
+    "param_group_names",
+    "scale_lr",
+    "scale_optimizer_lrs",
+]

@@ -1,0 +1,23 @@
+"""Checks of numeric arguments shared by the solver modules; errors name the argument."""
+
+from typing import Any
+
+from pgtrain.errors import ConfigError
+
+__all__ = ["number", "positive_int"]
+
+
+def number(value: Any, arg: str) -> float:
+    """Returns `value` as a float, or raises ConfigError naming `arg` when it is not a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{arg} must be a number, got {value!r}")
+    return float(value)
+
+
+def positive_int(value: Any, arg: str) -> int:
+    """Returns `value` as an int > 0, or raises ConfigError naming `arg`."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{arg} must be a positive integer, got {value!r}")
+    return value

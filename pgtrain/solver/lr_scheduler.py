@@ -1,0 +1,230 @@
+"""LRMultiplier: the one torch scheduler; each group's LR is its initial LR times a schedule.
+
+A schedule (see `pgtrain.solver.schedules`) is a pure function of ``where = iter / max_iter``.
+The adapter sets ``lr = initial_lr × multiplier(where) × lr_factor`` for every group, where a group
+(found by its ``name``) may follow its own schedule and ``lr_factor`` is owned by dynamic
+batch-size scaling, so the schedule never overwrites the scaling.
+"""
+
+import functools
+import logging
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from fvcore.common.param_scheduler import ParamScheduler
+from torch.optim.lr_scheduler import LRScheduler
+
+from pgtrain.errors import CheckpointError, ConfigError
+from pgtrain.solver._checks import number, positive_int
+from pgtrain.solver.param_schedulers import DelayedStartSchedule
+from pgtrain.solver.schedules import as_schedule
+from pgtrain.utils.suggest import did_you_mean
+
+__all__ = ["LRMultiplier", "group_lr_curves", "param_group_names"]
+
+logger = logging.getLogger(__name__)
+
+Schedule = Callable[[float], float]
+
+
+def param_group_names(param_groups: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Returns each group's name: its ``name`` key, else ``group{i}``; repeats get ``#k``.
+
+    These names key ``group_schedules``, the LR curves and the per-group logs (``lr/<name>``).
+    """
+    names: list[str] = []
+    for i, group in enumerate(param_groups):
+        base = str(group.get("name") or f"group{i}")
+        name, k = base, 1
+        while name in names:
+            name, k = f"{base}#{k}", k + 1
+        names.append(name)
+    return names
+
+
+def _resolve_schedules(
+    names: Sequence[str], schedule: Any, group_schedules: Mapping[str, Any] | None
+) -> list[Schedule]:
+    """Returns one schedule per group: its own from `group_schedules`, else the main one."""
+    main = as_schedule(schedule, "schedule")
+    if isinstance(main, DelayedStartSchedule) and main.schedule is None:
+        raise ConfigError(
+            "schedule: a delayed_start without schedule= follows the main schedule, so it cannot "
+            "be the main schedule; use it in group_schedules or give it schedule="
+        )
+    own: dict[str, Schedule] = {}
+    for key, value in (group_schedules or {}).items():
+        if key not in names:
+            hint = did_you_mean(key, names)
+            raise ConfigError(
+                f"group_schedules: no param group named '{key}'{hint}{' ' if hint else '. '}"
+                f"Groups: {', '.join(names)}"
+            )
+        s = as_schedule(value, f"group_schedules.{key}")
+        own[key] = s.with_main(main) if isinstance(s, DelayedStartSchedule) else s
+    return [own.get(name, main) for name in names]
+
+
+def _where(iteration: int, max_iter: int) -> float:
+    # After the last step the scheduler sits at max_iter, which no iteration trains with; it
+    # keeps the last iteration's LR instead of asking a schedule for where = 1.
+    return min(max(iteration, 0), max_iter - 1) / max_iter
+
+
+def group_lr_curves(
+    base_lrs: Mapping[str, float],
+    schedule: Any,
+    max_iter: int,
+    *,
+    group_schedules: Mapping[str, Any] | None = None,
+) -> dict[str, list[float]]:
+    """Returns every group's LR at every iteration ``0 .. max_iter - 1``, without training.
+
+    Args:
+        base_lrs: each group's initial LR by group name.
+        schedule: the main schedule (as for `LRMultiplier`).
+        max_iter: the length of training.
+        group_schedules: schedules of single groups by name (as for `LRMultiplier`).
+    """
+    max_iter = positive_int(max_iter, "max_iter")
+    names = list(base_lrs)
+    schedules = _resolve_schedules(names, schedule, group_schedules)
+    wheres = [_where(i, max_iter) for i in range(max_iter)]
+    return {
+        name: [float(base_lrs[name]) * s(w) for w in wheres]
+        for name, s in zip(names, schedules, strict=True)
+    }
+
+
+class LRMultiplier(LRScheduler):
+    """Sets each group's LR to its initial LR × its schedule's multiplier × `lr_factor`.
+
+    Step it once per iteration, after ``optimizer.step()``. Works with any torch optimizer.
+    Groups are identified by name (`param_group_names`). A group's initial LR is its
+    ``initial_lr`` if a scheduler set one before, else its ``lr``.
+
+    On `load_state_dict` (and after ``optimizer.load_state_dict``) the iteration comes from the
+    checkpoint but the LRs are this run's: the current config decides, so a resume with a changed
+    grouping or new LRs trains with the new ones from the resumed iteration on.
+
+    Args:
+        optimizer: the optimizer whose groups to schedule.
+        schedule: the main schedule (a ParamScheduler, or ``{"name": ..., **kwargs}``).
+        max_iter: the length of training; ``where = iter / max_iter``.
+        group_schedules: schedules of single groups by group name, e.g. ``{"backbone":
+            build_schedule(name="delayed_start", hold_length=0.1, warmup_length=0.05)}``.
+        last_iter: the last finished iteration; -1 starts at iteration 0.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        schedule: ParamScheduler | Mapping[str, Any],
+        max_iter: int,
+        *,
+        group_schedules: Mapping[str, ParamScheduler | Mapping[str, Any]] | None = None,
+        last_iter: int = -1,
+    ) -> None:
+        self.max_iter = positive_int(max_iter, "max_iter")
+        self.lr_factor = 1.0
+        self.group_names = param_group_names(optimizer.param_groups)
+        self._schedules = _resolve_schedules(self.group_names, schedule, group_schedules)
+        for group in optimizer.param_groups:
+            if "initial_lr" not in group:
+                lr = group["lr"]
+                # A tensor LR (capturable / fused optimizers) is updated in place: copy it.
+                group["initial_lr"] = lr.clone() if isinstance(lr, torch.Tensor) else lr
+        super().__init__(optimizer, last_epoch=last_iter)
+        # A plain function holding a weak reference: the optimizer must not keep this alive,
+        # and a deep copy of the optimizer must not copy the scheduler.
+        optimizer.register_load_state_dict_post_hook(
+            functools.partial(_reapply_after_optimizer_load, weakref.ref(self))
+        )
+
+    @property
+    def iter(self) -> int:
+        """The iteration whose LRs are set (the next one to train)."""
+        return self.last_epoch
+
+    def get_lr(self) -> list[float]:
+        """Returns every group's LR at the current iteration."""
+        return self.lrs_at(self.last_epoch)
+
+    def _get_closed_form_lr(self) -> list[float]:
+        return self.lrs_at(self.last_epoch)
+
+    def lrs_at(self, iteration: int) -> list[float]:
+        """Returns every group's LR at `iteration`, in group order, without changing anything."""
+        where = _where(iteration, self.max_iter)
+        return [
+            float(base) * s(where) * self.lr_factor
+            for base, s in zip(self.base_lrs, self._schedules, strict=True)
+        ]
+
+    def lr_curves(self) -> dict[str, list[float]]:
+        """Returns every group's LR at every iteration of training by group name (for plots)."""
+        rows = [self.lrs_at(i) for i in range(self.max_iter)]
+        return {name: [row[g] for row in rows] for g, name in enumerate(self.group_names)}
+
+    def set_lr_factor(self, factor: float) -> None:
+        """Sets the extra factor on every group's LR (batch-size scaling) and applies it now."""
+        factor = number(factor, "lr_factor")
+        if factor <= 0:
+            raise ConfigError(f"lr_factor={factor} must be > 0")
+        self.lr_factor = factor
+        self._apply()
+
+    def _apply(self) -> None:
+        """Writes the current iteration's LRs (and this run's initial LRs) into the optimizer."""
+        groups = self.optimizer.param_groups
+        for group, base, lr in zip(
+            groups, self.base_lrs, self.lrs_at(self.last_epoch), strict=True
+        ):
+            group["initial_lr"] = base
+            if isinstance(group["lr"], torch.Tensor):
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+        self._last_lr = [g["lr"].clone() if torch.is_tensor(g["lr"]) else g["lr"] for g in groups]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Returns the iteration, LR factor and (for information) the groups, as plain values."""
+        return {
+            "last_iter": self.last_epoch,
+            "lr_factor": self.lr_factor,
+            "max_iter": self.max_iter,
+            "group_names": list(self.group_names),
+            "base_lrs": [float(b) for b in self.base_lrs],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resumes at the saved iteration and LR factor, with this run's groups and LRs."""
+        last = state_dict.get("last_iter", state_dict.get("last_epoch"))
+        if isinstance(last, bool) or not isinstance(last, int):
+            raise CheckpointError(
+                "the lr scheduler state has no iteration ('last_iter'); it was not saved by "
+                "LRMultiplier.state_dict or a torch scheduler"
+            )
+        self.last_epoch = last
+        self.lr_factor = float(state_dict.get("lr_factor", 1.0))
+        self._apply()
+        saved = state_dict.get("group_names")
+        if saved is not None and list(saved) != self.group_names:
+            logger.info(
+                "LR scheduler resumed at iteration %d with this run's param groups %s "
+                "(the checkpoint had %s) and their current LRs",
+                last,
+                self.group_names,
+                list(saved),
+            )
+
+
+def _reapply_after_optimizer_load(
+    ref: "weakref.ReferenceType[LRMultiplier]", optimizer: torch.optim.Optimizer
+) -> None:
+    # optimizer.load_state_dict restores the checkpoint's lr and initial_lr; the config decides.
+    scheduler = ref()
+    if scheduler is not None and scheduler.optimizer is optimizer:
+        scheduler._apply()

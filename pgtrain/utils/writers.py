@@ -1,0 +1,134 @@
+"""Writers that turn the event storage into a console line, JSON lines and TensorBoard scalars."""
+
+import datetime
+import json
+import logging
+import time
+from typing import Any
+
+from iopath.common.file_io import g_pathmgr
+from tqdm import tqdm
+
+from pgtrain.utils.events import EventStorage
+
+__all__ = ["EventWriter", "ConsoleWriter", "JSONWriter", "TensorboardWriter"]
+
+logger = logging.getLogger(__name__)
+
+
+class EventWriter:
+    """Writes what the storage recorded since the last call."""
+
+    def write(self, storage: EventStorage) -> None:
+        """Writes the newest metrics."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Flushes and releases files."""
+
+
+class _SinceLastWrite:
+    """Remembers which iteration each key was last written at, so each value is written once."""
+
+    def __init__(self) -> None:
+        self._written: dict[str, int] = {}
+
+    def new_items(self, storage: EventStorage, window: int) -> dict[str, tuple[float, int]]:
+        items = {
+            name: (value, it)
+            for name, (value, it) in storage.latest_smoothed(window).items()
+            if it > self._written.get(name, -1)
+        }
+        self._written.update({name: it for name, (_, it) in items.items()})
+        return items
+
+
+class JSONWriter(EventWriter):
+    """Appends one JSON object per write to `path`: ``{"iteration": 19, "total_loss": ...}``.
+
+    Values recorded at different iterations since the last write (e.g. an evaluation) go in
+    separate lines, each stamped with its own iteration.
+    """
+
+    def __init__(self, path: str, window: int = 20) -> None:
+        self._file = g_pathmgr.open(path, "a")
+        self._window = window
+        self._since = _SinceLastWrite()
+
+    def write(self, storage: EventStorage) -> None:
+        by_iter: dict[int, dict[str, Any]] = {}
+        for name, (value, it) in self._since.new_items(storage, self._window).items():
+            by_iter.setdefault(it, {"iteration": it})[name] = value
+        for it in sorted(by_iter):
+            self._file.write(json.dumps(by_iter[it], sort_keys=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class TensorboardWriter(EventWriter):
+    """Writes every scalar to TensorBoard under its storage name (``lr/backbone``, ...)."""
+
+    def __init__(self, log_dir: str, window: int = 20) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when used
+
+        self._writer = SummaryWriter(log_dir)
+        self._window = window
+        self._since = _SinceLastWrite()
+
+    def write(self, storage: EventStorage) -> None:
+        for name, (value, it) in self._since.new_items(storage, self._window).items():
+            self._writer.add_scalar(name, value, it)
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class ConsoleWriter(EventWriter):
+    """Logs one line: iteration, a progress bar, ETA, losses, every group's LR, times.
+
+    Example: ``iter 39/100 |####        | 40% eta 0:00:03  total_loss 0.41  loss_cls 0.41
+    lr backbone 1.00e-03 head 1.00e-02  time 0.051 data 0.002``.
+    """
+
+    def __init__(self, max_iter: int, window: int = 20, bar_width: int = 20) -> None:
+        self._max_iter = max_iter
+        self._window = window
+        self._bar_width = bar_width
+        self._start = time.perf_counter()
+
+    def write(self, storage: EventStorage) -> None:
+        it = storage.iter
+        latest = storage.latest_smoothed(self._window)
+        losses = "  ".join(
+            f"{k} {v:.4g}" for k, (v, i) in latest.items() if "loss" in k and i == it
+        )
+        lrs = " ".join(
+            f"{k[3:]} {v:.2e}" for k, (v, i) in latest.items() if k.startswith("lr/") and i == it
+        )
+        parts = [f"iter {it + 1}/{self._max_iter}", self._bar(it + 1), f"eta {self._eta(storage)}"]
+        parts += [losses, f"lr {lrs}" if lrs else ""]
+        if storage.has("time"):
+            parts.append(f"time {storage.history('time').median(self._window):.4f}")
+        if storage.has("data_time"):
+            parts.append(f"data {storage.history('data_time').median(self._window):.4f}")
+        logger.info("  ".join(p for p in parts if p))
+
+    def _bar(self, done: int) -> str:
+        elapsed = time.perf_counter() - self._start
+        return tqdm.format_meter(
+            done,
+            self._max_iter,
+            elapsed,
+            ncols=self._bar_width + 7,
+            ascii=True,
+            bar_format="|{bar}| {percentage:3.0f}%",
+        )
+
+    def _eta(self, storage: EventStorage) -> str:
+        if not storage.has("time"):
+            return "?"
+        seconds = storage.history("time").median(1000) * (self._max_iter - storage.iter - 1)
+        return str(datetime.timedelta(seconds=int(seconds)))

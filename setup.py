@@ -1,0 +1,27 @@
+"""Install pgtrain: `pip install -e ".[dev]"` (the Makefile does this for you)."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="pgtrain",
+    version="0.1.0",
+    description="A Detectron2-style training framework for PyTorch built around parameter groups.",
+    python_requires=">=3.11",
+    # configs/ and projects/ are packages too, so config files can import each other
+    # (`from configs.common.train import train`) and YAML targets like
+    # `projects.maskrcnn.builders.X` resolve from any working directory.
+    packages=find_packages(include=["pgtrain", "pgtrain.*", "configs", "configs.*",
+                                    "projects", "projects.*"]),
+    install_requires=[
+        "torch==2.14.1",
+        "torchvision==0.29.1",
+        "fvcore",
+        "iopath",
+        "omegaconf>=2.3",
+        "pycocotools",
+        "tensorboard",
+        "tqdm",
+        "matplotlib",
+    ],
+    extras_require={"dev": ["pytest", "ruff"]},
+)

@@ -1,0 +1,23 @@
+"""Training functions that tests run in spawned processes (imported by name, so module level)."""
+
+import torch
+
+from pgtrain.data import ToyClassificationDataset, build_train_loader
+from pgtrain.engine import Trainer, create_ddp_model
+from pgtrain.modeling import MLPClassifier
+from pgtrain.utils import comm
+
+
+def train_toy(out_path: str, total_batch_size: int = 8, max_iter: int = 5) -> None:
+    """Trains the toy MLP with SGD (momentum) and writes rank 0's weights to `out_path`."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)  # the same initial weights on every rank (DDP broadcasts them anyway)
+    model = MLPClassifier(in_dim=8, hidden_dim=16, depth=2, num_classes=3)
+    dataset = ToyClassificationDataset(num_samples=64, dim=8, num_classes=3, seed=0)
+    loader = build_train_loader(dataset, total_batch_size=total_batch_size, seed=0)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    trainer = Trainer(create_ddp_model(model), loader, optimizer)
+    trainer.train(0, max_iter)
+    if comm.is_main_process():
+        losses = [v for v, _ in trainer.storage.history("total_loss").values()]
+        torch.save({"model": model.state_dict(), "losses": torch.tensor(losses)}, out_path)

@@ -1,0 +1,18 @@
+import torch
+
+from pgtrain.engine import launch
+from tests.engine._train_targets import train_toy
+
+
+def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_path, monkeypatch):
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    one, two = tmp_path / "one.pt", tmp_path / "two.pt"
+    train_toy(str(one))
+    launch(train_toy, 2, args=(str(two),), backend="gloo")
+    a, b = torch.load(one, weights_only=True), torch.load(two, weights_only=True)
+    for name, value in a["model"].items():
+        torch.testing.assert_close(b["model"][name], value, rtol=0, atol=1e-6, msg=name)
+    # The logged losses are the mean over both ranks, equal to the single-process ones.
+    torch.testing.assert_close(b["losses"], a["losses"], rtol=0, atol=1e-6)
+    assert not torch.equal(a["model"]["head.weight"], torch.load(one)["model"]["head.weight"] * 0)
