@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from pgtrain.errors import ConfigError
+from pgtrain.errors import ConfigError, PgtrainError
 from pgtrain.utils.suggest import did_you_mean
 
 __all__ = ["LazyCall", "instantiate", "locate", "target_name", "is_lazy_call", "to_plain"]
@@ -109,9 +109,10 @@ def instantiate(cfg: Any, _path: str = "") -> Any:
     _check_kwargs(fn, kwargs, _path)
     try:
         return fn(**kwargs)
-    except ConfigError as e:
+    except PgtrainError as e:
+        # A user error from the call (a registry miss, a bad value): keep its type, name the key.
         if _path and not str(e).startswith(_path):
-            raise ConfigError(f"{_path}: {e}") from e
+            raise type(e)(f"{_path}: {e}") from e
         raise
     except Exception as e:
         # Name the key; keep the original exception type's message (one line is enough).

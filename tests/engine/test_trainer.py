@@ -145,3 +145,27 @@ def test_model_must_return_a_loss_dict(toy_dataset):
 
     with pytest.raises(TypeError, match="dict of scalar losses"):
         make_trainer(Bad(), toy_dataset).train(0, 1)
+
+
+def test_nan_loss_never_reaches_a_checkpoint(toy_model, toy_dataset, tmp_path):
+    from pgtrain.checkpoint import Checkpointer, PeriodicCheckpointer
+
+    class Poison(HookBase):
+        def before_step(self):
+            if self.trainer.iter == 3:
+                with torch.no_grad():
+                    self.trainer.model.stem.weight.mul_(float("inf"))
+
+    trainer = make_trainer(toy_model, toy_dataset)
+    checkpointer = Checkpointer(toy_model, str(tmp_path), trainer=trainer)
+    trainer.register_hooks(
+        [Poison(), NonFiniteLossGuard(), PeriodicCheckpointer(checkpointer, period=1)]
+    )
+    with pytest.raises(FloatingPointError, match="iteration 3"):
+        trainer.train(0, 10)
+    saved = sorted(p.name for p in tmp_path.glob("*.pth"))
+    assert saved == ["model_0000000.pth", "model_0000001.pth", "model_0000002.pth"]
+    for name in saved:
+        state = torch.load(tmp_path / name, weights_only=True)["model"]
+        assert all(torch.isfinite(v).all() for v in state.values()), name
+    assert checkpointer.get_checkpoint_file().endswith("model_0000002.pth")
