@@ -119,7 +119,20 @@ def main(cfg, args):
 
 def cli():
     """Parses the command line, loads the config (errors surface before processes start)."""
-    args = default_argument_parser().parse_args()
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--head-lr-multiplier",
+        type=float,
+        metavar="X",
+        help="seed 001's grouping: the Mask R-CNN box and mask predictors at X "
+        "times the base LR (optimizer.params.builder=head_multiplier)",
+    )
+    args = parser.parse_args()
+    if args.head_lr_multiplier is not None:
+        args.opts += [
+            "optimizer.params.builder=head_multiplier",
+            f"+optimizer.params.head_lr_multiplier={args.head_lr_multiplier}",
+        ]
     with user_errors_exit():
         cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config), args.opts)
         per_machine = args.num_gpus or args.num_processes

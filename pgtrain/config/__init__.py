@@ -1,6 +1,21 @@
 """Configs as code: LazyCall nodes, LazyConfig files, and instantiate."""
 
 from pgtrain.config.lazy import LazyConfig
-from pgtrain.config.lazy_call import LazyCall, instantiate, locate, target_name, to_plain
+from pgtrain.config.lazy_call import (
+    LazyCall,
+    check_arguments,
+    instantiate,
+    locate,
+    target_name,
+    to_plain,
+)
 
-__all__ = ["LazyCall", "LazyConfig", "instantiate", "locate", "target_name", "to_plain"]
+__all__ = [
+    "LazyCall",
+    "LazyConfig",
+    "check_arguments",
+    "instantiate",
+    "locate",
+    "target_name",
+    "to_plain",
+]

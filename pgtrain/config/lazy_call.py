@@ -11,7 +11,15 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from pgtrain.errors import ConfigError, PgtrainError
 from pgtrain.utils.suggest import did_you_mean
 
-__all__ = ["LazyCall", "instantiate", "locate", "target_name", "is_lazy_call", "to_plain"]
+__all__ = [
+    "LazyCall",
+    "check_arguments",
+    "instantiate",
+    "is_lazy_call",
+    "locate",
+    "target_name",
+    "to_plain",
+]
 
 TARGET = "_target_"
 
@@ -106,7 +114,7 @@ def instantiate(cfg: Any, _path: str = "") -> Any:
     kwargs = {
         k: instantiate(_get(cfg, k, _path), _join(_path, str(k))) for k in keys if k != TARGET
     }
-    _check_kwargs(fn, kwargs, _path)
+    check_arguments(fn, kwargs, _path)
     try:
         return fn(**kwargs)
     except PgtrainError as e:
@@ -129,7 +137,8 @@ def _get(cfg: Any, key: Any, path: str) -> Any:
         raise ConfigError(f"{_join(path, str(key))}: {msg}") from e
 
 
-def _check_kwargs(fn: Callable[..., Any], kwargs: dict[str, Any], path: str) -> None:
+def check_arguments(fn: Callable[..., Any], kwargs: dict[str, Any], path: str) -> None:
+    """Raises a ConfigError naming `path` if `fn` cannot take `kwargs` (with close names)."""
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):

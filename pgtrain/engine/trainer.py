@@ -9,9 +9,15 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from pgtrain.engine.hook_base import HookBase
 from pgtrain.errors import ConfigError
+from pgtrain.param_groups.state import (
+    load_optimizer_state_by_name,
+    optimizer_state_by_name,
+    optimizer_state_from_torch,
+)
 from pgtrain.utils import comm
 from pgtrain.utils.events import EventStorage, event_storage
 
@@ -173,22 +179,35 @@ class Trainer:
             getattr(hook, stage)()
 
     def state_dict(self) -> dict[str, Any]:
-        """Returns what resuming needs: iteration, optimizer and hook states."""
+        """Returns what resuming needs: iteration, optimizer state by name, hook states."""
         hooks = {}
         for hook in self._hooks:
             state = hook.state_dict()
             if state:
                 hooks[type(hook).__qualname__] = state
-        return {"iteration": self.iter, "optimizer": self.optimizer.state_dict(), "hooks": hooks}
+        optimizer = optimizer_state_by_name(self.optimizer, _unwrap(self.model))
+        return {"iteration": self.iter, "optimizer": optimizer, "hooks": hooks}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restores `state_dict`'s output; hooks missing from the checkpoint keep their state."""
+        """Restores `state_dict`'s output; hooks missing from the checkpoint keep their state.
+
+        Optimizer state is restored by parameter name into the current groups, whose
+        hyperparameters (from the current config) stay: a resume may change the grouping.
+        """
         self.iter = state["iteration"]
-        self.optimizer.load_state_dict(state["optimizer"])
+        saved = state["optimizer"]
+        if "param_groups" in saved:  # a torch optimizer.state_dict() (keyed by position)
+            names = [n for n, _ in _unwrap(self.model).named_parameters()]
+            saved = optimizer_state_from_torch(saved, names)
+        load_optimizer_state_by_name(self.optimizer, saved, _unwrap(self.model))
         for hook in self._hooks:
             key = type(hook).__qualname__
             if key in state.get("hooks", {}):
                 hook.load_state_dict(state["hooks"][key])
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 class AMPTrainer(Trainer):

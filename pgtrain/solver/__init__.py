@@ -1,6 +1,10 @@
 """Optimizers and LR schedules: building from config, schedules, the torch adapter, LR scaling."""
 
-from pgtrain.solver.build import build_lr_scheduler, build_optimizer
+from pgtrain.solver.build import (
+    build_lr_scheduler,
+    build_optimizer,
+    build_param_groups_from_config,
+)
 from pgtrain.solver.lr_scaling import (
     DynamicLRScaling,
     describe_lr_scaling,
@@ -19,6 +23,7 @@ __all__ = [
     "as_schedule",
     "build_lr_scheduler",
     "build_optimizer",
+    "build_param_groups_from_config",
     "build_schedule",
     "describe_lr_scaling",
     "effective_batch_size",

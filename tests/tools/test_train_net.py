@@ -86,3 +86,24 @@ def test_unknown_registry_name_is_one_line_error(tmp_path):
         )
     )
     assert "lr_scheduler" in line and "No 'cosin' in LR_SCHEDULES; did you mean 'cosine'" in line
+
+
+@pytest.mark.slow
+def test_resume_after_regrouping_restores_state_by_name(tmp_path):
+    """Seed 001: trained with one LR for everything, resumed with the head at 10x."""
+    out = tmp_path / "run"
+    common = [f"train.output_dir={out}", "train.checkpoint.period=20", "train.eval_period=0"]
+    proc = train_net("--config", TOY, "train.max_iter=20", "optimizer.params.rules=[]", *common)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    saved = torch.load(out / "model_final.pth", weights_only=True)["trainer"]["optimizer"]
+    assert set(saved["groups"].values()) == {"default"}
+    head_rule = "optimizer.params.rules=[{'match': 'head.*', 'lr_mult': 10.0, 'group': 'head'}]"
+    proc = train_net("--config", TOY, "--resume", "train.max_iter=40", head_rule, *common)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = (out / "log.txt").read_text()
+    assert "Starting training from iteration 20 of 40" in log
+    assert "restored 12, moved 2, added 0, dropped 0" in log
+    assert "moved 'default' -> 'head': head.weight, head.bias" in log
+    records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
+    resumed = [r for r in records if r["iteration"] >= 20 and "lr/head" in r]
+    assert resumed and all(r["lr/head"] == pytest.approx(10 * r["lr/default"]) for r in resumed)
