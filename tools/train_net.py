@@ -16,24 +16,27 @@ from pgtrain.checkpoint import Checkpointer, PeriodicCheckpointer
 from pgtrain.config import LazyConfig, instantiate
 from pgtrain.engine import (
     AMPTrainer,
+    BatchSizeLRScalingHook,
     EvalHook,
     IterationTimer,
     LRSchedulerHook,
     NonFiniteLossGuard,
+    ParamGroupStatsHook,
     PeriodicWriter,
     Trainer,
     create_ddp_model,
     default_argument_parser,
     default_setup,
+    default_writers,
     launch,
     resolve_device,
+    scale_lrs_to_batch,
     user_errors_exit,
 )
 from pgtrain.evaluation import inference_on_dataset
 from pgtrain.param_groups import format_param_group_table
-from pgtrain.solver import build_lr_scheduler, build_optimizer
+from pgtrain.solver import DynamicLRScaling, build_lr_scheduler, build_optimizer
 from pgtrain.utils import comm
-from pgtrain.utils.writers import ConsoleWriter, JSONWriter, TensorboardWriter
 
 logger = logging.getLogger("pgtrain.train_net")
 
@@ -49,6 +52,28 @@ def do_test(cfg, model):
     return results
 
 
+def build_hooks(cfg, model, scheduler, checkpointer, effective_batch):
+    """The default hooks, in the order they run (the comments say why)."""
+    train = cfg.train
+    dynamic = train.lr_scaling.dynamic
+    return [
+        IterationTimer(),
+        NonFiniteLossGuard(),  # after_backward: stops before the optimizer steps on a NaN loss
+        ParamGroupStatsHook(train.param_group_stats_period),  # grads and weights around the step
+        LRSchedulerHook(scheduler),  # records the LRs this step used, then steps the schedule
+        # Rescales LRs for the next step when the batch size changed (after the schedule step).
+        BatchSizeLRScalingHook(DynamicLRScaling(scheduler, effective_batch, train.lr_scaling.rule))
+        if dynamic
+        else None,
+        # Saves after the scheduler stepped: the saved state is that of the next iteration.
+        PeriodicCheckpointer(checkpointer, train.checkpoint.period, max_iter=train.max_iter),
+        EvalHook(train.eval_period, functools.partial(do_test, cfg, model)),
+        PeriodicWriter(
+            default_writers(train.output_dir, train.max_iter), train.log_period
+        ),  # last: this step's eval metrics land too
+    ]
+
+
 def do_train(cfg, resume):
     """Builds everything from `cfg` and trains; resumes from the last checkpoint if asked."""
     train = cfg.train
@@ -60,12 +85,20 @@ def do_train(cfg, resume):
     )
     optimizer = build_optimizer(cfg.optimizer, model, fresh=weights.fresh)
     logger.info("Parameter groups:\n%s", format_param_group_table(optimizer, model))
-    ddp_model = create_ddp_model(model, **train.ddp)
-    trainer_cls = AMPTrainer if train.amp.enabled else Trainer
+    loader = instantiate(cfg.dataloader.train, "dataloader.train")
+    # Batch-size LR scaling, once, before the scheduler takes the groups' initial LRs.
+    effective_batch = scale_lrs_to_batch(
+        optimizer,
+        loader,
+        accumulation=train.accumulation,
+        reference_batch=train.lr_scaling.reference_batch,
+        rule=train.lr_scaling.rule,
+    )
+    scheduler = build_lr_scheduler(cfg.lr_scheduler, optimizer)
     amp = {"precision": train.amp.precision} if train.amp.enabled else {}
-    trainer = trainer_cls(
-        ddp_model,
-        instantiate(cfg.dataloader.train),
+    trainer = (AMPTrainer if train.amp.enabled else Trainer)(
+        create_ddp_model(model, **train.ddp),
+        loader,
         optimizer,
         accumulation=train.accumulation,
         clip_grad_norm=train.clip_grad_norm,
@@ -78,27 +111,8 @@ def do_train(cfg, resume):
         save_to_disk=comm.is_main_process(),
         trainer=trainer,
     )
-    writers = []
-    if comm.is_main_process():
-        writers = [
-            ConsoleWriter(train.max_iter),
-            JSONWriter(f"{train.output_dir}/metrics.json"),
-            TensorboardWriter(train.output_dir),
-        ]
-    trainer.register_hooks(
-        [
-            IterationTimer(),
-            NonFiniteLossGuard(),  # after_backward: stops before the optimizer steps on a NaN loss
-            LRSchedulerHook(build_lr_scheduler(cfg.lr_scheduler, optimizer)),  # records LRs, steps
-            # Save after the scheduler stepped: the saved state is that of the next iteration.
-            PeriodicCheckpointer(checkpointer, train.checkpoint.period, max_iter=train.max_iter),
-            EvalHook(train.eval_period, functools.partial(do_test, cfg, model)),
-            PeriodicWriter(
-                writers, train.log_period
-            ),  # last: the eval metrics of this step land too
-        ]
-    )
     checkpointer.fresh = weights.fresh  # recorded in every checkpoint, for later resumes
+    trainer.register_hooks(build_hooks(cfg, model, scheduler, checkpointer, effective_batch))
     start_iter = 0
     if resume and checkpointer.has_checkpoint():
         start_iter = checkpointer.resume_or_load("", resume=True).extra["iteration"] + 1

@@ -12,5 +12,10 @@ train = dict(
     checkpoint=dict(period=500, keep_last=3),
     eval_period=500,  # 0: evaluate only at the end
     log_period=20,
+    param_group_stats_period=100,  # per-group grad norm, weight norm, update ratio; 0: off
+    # Batch-size LR scaling: the config's LRs are tuned for reference_batch; the run's effective
+    # batch (per-process batch x processes x accumulation) scales them by rule ("linear" or
+    # "sqrt"), once at start; dynamic=True also rescales whenever the batch size changes.
+    lr_scaling=dict(reference_batch=None, rule="linear", dynamic=False),
     ddp=dict(find_unused_parameters=False, fp16_compression=False),
 )

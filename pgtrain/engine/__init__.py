@@ -4,11 +4,14 @@ from pgtrain.engine.ddp import create_ddp_model
 from pgtrain.engine.defaults import (
     default_argument_parser,
     default_setup,
+    default_writers,
     resolve_device,
+    scale_lrs_to_batch,
     user_errors_exit,
 )
 from pgtrain.engine.hook_base import HookBase
 from pgtrain.engine.hooks import (
+    BatchSizeLRScalingHook,
     EvalHook,
     IterationTimer,
     LRSchedulerHook,
@@ -16,21 +19,26 @@ from pgtrain.engine.hooks import (
     PeriodicWriter,
 )
 from pgtrain.engine.launch import launch
+from pgtrain.engine.param_group_stats import ParamGroupStatsHook
 from pgtrain.engine.trainer import AMPTrainer, Trainer
 
 __all__ = [
     "AMPTrainer",
+    "BatchSizeLRScalingHook",
     "EvalHook",
     "HookBase",
     "IterationTimer",
     "LRSchedulerHook",
     "NonFiniteLossGuard",
+    "ParamGroupStatsHook",
     "PeriodicWriter",
     "Trainer",
     "create_ddp_model",
     "default_argument_parser",
     "default_setup",
+    "default_writers",
     "launch",
     "resolve_device",
+    "scale_lrs_to_batch",
     "user_errors_exit",
 ]

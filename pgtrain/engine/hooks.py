@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from pgtrain.engine.hook_base import HookBase
+from pgtrain.solver.lr_scaling import DynamicLRScaling
 from pgtrain.solver.lr_scheduler import param_group_names
 from pgtrain.utils import comm
 from pgtrain.utils.writers import EventWriter
@@ -20,6 +21,7 @@ __all__ = [
     "EvalHook",
     "PeriodicWriter",
     "NonFiniteLossGuard",
+    "BatchSizeLRScalingHook",
 ]
 
 logger = logging.getLogger(__name__)
@@ -171,3 +173,28 @@ def _flatten(results: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+class BatchSizeLRScalingHook(HookBase):
+    """Rescales every group's LR when the effective batch size changes during training.
+
+    After each step it reads the samples this process trained on (``trainer.last_batch_size``)
+    times the number of processes and hands it to a `DynamicLRScaling` (seed 003: batch 64 -> 128
+    under the sqrt rule multiplies each group's LR by 1.414); the change applies from the next
+    iteration on and is logged once per change.
+    """
+
+    def __init__(self, scaling: DynamicLRScaling) -> None:
+        self.scaling = scaling
+
+    def after_step(self) -> None:
+        batch = self.trainer.last_batch_size * comm.get_world_size()
+        message = self.scaling.update(batch) if batch else None
+        if message:
+            logger.info("Iteration %d: %s", self.trainer.iter, message)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.scaling.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.scaling.load_state_dict(state)

@@ -62,6 +62,7 @@ class Trainer:
         self.accumulation = accumulation
         self.clip_grad_norm = clip_grad_norm
         self.iter = self.start_iter = self.max_iter = 0
+        self.last_batch_size = 0  # samples this process trained on in the last iteration
         self.storage = EventStorage()
         self._hooks: list[HookBase] = []
         self._data_iter: Iterator[Any] | None = None
@@ -105,10 +106,12 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         data_time = 0.0
         totals: dict[str, torch.Tensor] = {}
+        self.last_batch_size = 0
         for i in range(self.accumulation):
             start = time.perf_counter()
             batch = next(self._data_iter)
             data_time += time.perf_counter() - start
+            self.last_batch_size += _batch_len(batch)
             last = i == self.accumulation - 1
             with self._sync_context(last):
                 loss_dict = self._forward(batch)
@@ -165,10 +168,14 @@ class Trainer:
         self.storage.put_scalar("data_time", data_time)
 
     def _start_data(self) -> Iterator[Any]:
+        # A resumed run must see the batches an unbroken run would: seek the batch sampler (by
+        # batches, e.g. aspect-ratio grouping) or its sampler (by samples).
         batch_sampler = getattr(self.data_loader, "batch_sampler", None)
         sampler = getattr(batch_sampler, "sampler", None)
         skip = self.start_iter * self.accumulation
-        if hasattr(sampler, "seek"):
+        if hasattr(batch_sampler, "seek"):
+            batch_sampler.seek(skip)
+        elif hasattr(sampler, "seek"):
             sampler.seek(skip * batch_sampler.batch_size)
         elif skip:
             logger.warning("The data loader cannot seek: the resumed run starts its data anew")
@@ -204,6 +211,15 @@ class Trainer:
             key = type(hook).__qualname__
             if key in state.get("hooks", {}):
                 hook.load_state_dict(state["hooks"][key])
+
+
+def _batch_len(batch: Any) -> int:
+    """Samples in a batch: a list's length, or the first dimension of its first tensor."""
+    if isinstance(batch, list | tuple):
+        return len(batch)
+    if isinstance(batch, Mapping):
+        batch = next(iter(batch.values()), None)
+    return int(batch.shape[0]) if isinstance(batch, torch.Tensor) and batch.ndim else 0
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
