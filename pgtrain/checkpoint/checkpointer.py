@@ -17,7 +17,11 @@ from pgtrain.checkpoint.file_io import (
     remove_stale_temp_files,
     write_atomically,
 )
-from pgtrain.checkpoint.model_state import load_model_state, split_checkpoint
+from pgtrain.checkpoint.model_state import (
+    load_model_state,
+    pretrained_parameter_names,
+    split_checkpoint,
+)
 from pgtrain.checkpoint.report import CheckpointReport
 from pgtrain.checkpoint.rng import capture_rng_states, restore_rng_states
 from pgtrain.errors import CheckpointError, ConfigError, PgtrainError
@@ -274,7 +278,19 @@ class Checkpointer:
             last = self.get_checkpoint_file()
             if last:
                 return self.load(last)
-        return self.load(path, checkpointables=[])
+        report = self.load(path, checkpointables=[])
+        pretrained = pretrained_parameter_names(self.model) if not path else set()
+        if pretrained:
+            # No initial checkpoint, but parts were built from pretrained weights (an ImageNet
+            # backbone): everything else is new.
+            report.fresh = [n for n, _ in self.model.named_parameters() if n not in pretrained]
+            self.fresh = list(report.fresh)
+            logger.info(
+                "No initial checkpoint: %d parameters came pretrained with the model, %d are fresh",
+                len(pretrained),
+                len(report.fresh),
+            )
+        return report
 
     def _reserved_keys(self) -> set[str]:
         """Returns the top-level keys that are not extras."""

@@ -12,7 +12,7 @@ from torch import nn
 from pgtrain.checkpoint.report import CheckpointReport
 from pgtrain.errors import CheckpointError
 
-__all__ = ["load_model_state", "split_checkpoint"]
+__all__ = ["load_model_state", "pretrained_parameter_names", "split_checkpoint"]
 
 logger = logging.getLogger("pgtrain.checkpoint")
 
@@ -37,13 +37,15 @@ def load_model_state(model: nn.Module, state: Mapping[str, Any], path: str) -> C
         raise CheckpointError(f"Could not load model weights from {path}: {e}") from e
     skipped = {key for key, _, _ in mismatched}
     loaded = [key for key in usable if key in model_state]
-    provided, aliases = set(loaded), _aliases(model)
+    # What the model itself says it did not get: load_state_dict's missing keys account for
+    # modules that rename old keys while loading (torchvision's older detector checkpoints).
+    not_provided, aliases = set(result.missing_keys) | skipped, _aliases(model)
     missing = [
         key
         for key in result.missing_keys
-        if key not in skipped and not aliases.get(key, {key}) & provided
+        if key not in skipped and aliases.get(key, {key}) <= not_provided
     ]
-    fresh = [n for n, _ in model.named_parameters() if not aliases[n] & provided]
+    fresh = [n for n, _ in model.named_parameters() if aliases[n] <= not_provided]
     _warn_keys("Model keys missing in checkpoint %s (%d): %s", path, missing)
     _warn_keys("Checkpoint %s keys not in the model (%d): %s", path, result.unexpected_keys)
     return CheckpointReport(
@@ -54,6 +56,21 @@ def load_model_state(model: nn.Module, state: Mapping[str, Any], path: str) -> C
         shape_mismatched=mismatched,
         fresh=fresh,
     )
+
+
+def pretrained_parameter_names(model: nn.Module) -> set[str]:
+    """Returns the parameters that modules loaded from pretrained weights when they were built.
+
+    A module that loads pretrained weights in its constructor (e.g. an ImageNet backbone) lists
+    them, relative to itself, in a ``pretrained_parameter_names`` attribute; the rest of the
+    model (a new FPN, new heads) is then "fresh" for a run without an initial checkpoint.
+    """
+    names: set[str] = set()
+    for prefix, module in model.named_modules():
+        own = getattr(module, "pretrained_parameter_names", None)
+        if own:
+            names.update(f"{prefix}.{n}" if prefix else n for n in own)
+    return names
 
 
 def split_checkpoint(data: Any, path: str) -> tuple[Mapping[str, Any], dict[str, Any]]:

@@ -1,13 +1,43 @@
-"""Datasets, samplers and loaders."""
+"""Datasets, samplers, transforms and loaders."""
 
+from pgtrain.data.coco import COCOInstanceDataset, DatasetError, DatasetNotFoundError
+from pgtrain.data.detection import (
+    AspectRatioGroupedBatchSampler,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    build_test_transforms,
+    build_train_transforms,
+    collate_list,
+)
 from pgtrain.data.loaders import build_test_loader, build_train_loader
 from pgtrain.data.samplers import InferenceSampler, TrainingSampler
+from pgtrain.data.shapes import (
+    CLASS_SETS,
+    default_shapes_root,
+    ensure_shapes,
+    shapes_dataset,
+    shapes_path,
+)
 from pgtrain.data.toy import ToyClassificationDataset
 
 __all__ = [
+    "CLASS_SETS",
+    "AspectRatioGroupedBatchSampler",
+    "COCOInstanceDataset",
+    "DatasetError",
+    "DatasetNotFoundError",
     "InferenceSampler",
     "ToyClassificationDataset",
     "TrainingSampler",
+    "build_detection_test_loader",
+    "build_detection_train_loader",
     "build_test_loader",
+    "build_test_transforms",
     "build_train_loader",
+    "build_train_transforms",
+    "collate_list",
+    "default_shapes_root",
+    "ensure_shapes",
+    "shapes_dataset",
+    "shapes_path",
 ]

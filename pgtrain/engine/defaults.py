@@ -60,9 +60,7 @@ def default_argument_parser(description: str = "pgtrain training") -> argparse.A
     parser.add_argument(
         "--dist-url", default="auto", help="tcp://HOST:PORT of machine 0 for multi-machine runs"
     )
-    parser.add_argument(
-        "opts", nargs=argparse.REMAINDER, metavar="key=value", help="config overrides"
-    )
+    parser.add_argument("opts", nargs="*", metavar="key=value", help="config overrides")
     return parser
 
 

@@ -3,6 +3,7 @@
 import datetime
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -58,7 +59,10 @@ class JSONWriter(EventWriter):
     def write(self, storage: EventStorage) -> None:
         by_iter: dict[int, dict[str, Any]] = {}
         for name, (value, it) in self._since.new_items(storage, self._window).items():
-            by_iter.setdefault(it, {"iteration": it})[name] = value
+            # Strict JSON has no NaN: an undefined metric (e.g. AP with no large objects) is null.
+            by_iter.setdefault(it, {"iteration": it})[name] = (
+                value if math.isfinite(value) else None
+            )
         for it in sorted(by_iter):
             self._file.write(json.dumps(by_iter[it], sort_keys=False) + "\n")
         self._file.flush()

@@ -62,6 +62,16 @@ def test_config_round_trips_and_instantiates(path, tmp_path):
     LazyConfig.save(back, str(tmp_path / "b.yaml"))
     assert (tmp_path / "a.yaml").read_text() == (tmp_path / "b.yaml").read_text()
     for full in as_full_config(back):
+        if "shapes" in full:  # keep the generated data tiny and out of the user's cache
+            LazyConfig.apply_overrides(
+                full,
+                [
+                    f"shapes.root={tmp_path / 'shapes'}",
+                    "shapes.num_train=4",
+                    "shapes.num_val=2",
+                    "shapes.image_size=96",
+                ],
+            )
         built = build_run(full)
         assert isinstance(built["model"], torch.nn.Module)
         assert isinstance(built["optimizer"], torch.optim.Optimizer)

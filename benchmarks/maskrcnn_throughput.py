@@ -1,0 +1,134 @@
+"""Mask R-CNN training throughput: pgtrain's trainer vs. a bare torchvision-style loop.
+
+    .venv/bin/python benchmarks/maskrcnn_throughput.py [--iters 30] [--repeats 5]
+
+Both loops train the main job's model (projects/maskrcnn/config.py: slim MobileNetV2-FPN Mask
+R-CNN, 256 px, batch 4) on the same shapes data with the same optimizer, alternating in one
+process; the trainer runs with the default hooks of tools/train_net.py (evaluation and
+checkpoints far apart). Prints images per second of each and the median ratio pgtrain / bare
+(target >= 0.97). No threshold is asserted.
+"""
+
+import argparse
+import logging
+import os
+import statistics
+import tempfile
+import time
+
+import torch
+
+from pgtrain.checkpoint import Checkpointer, PeriodicCheckpointer
+from pgtrain.config import LazyConfig, instantiate
+from pgtrain.engine import (
+    EvalHook,
+    IterationTimer,
+    LRSchedulerHook,
+    NonFiniteLossGuard,
+    ParamGroupStatsHook,
+    PeriodicWriter,
+    Trainer,
+    default_writers,
+)
+from pgtrain.solver import build_lr_scheduler, build_optimizer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def build(cfg):
+    """Model, loader, optimizer and scheduler, seeded identically for both loops."""
+    torch.manual_seed(0)
+    model = instantiate(cfg.model)
+    optimizer = build_optimizer(cfg.optimizer, model)
+    scheduler = build_lr_scheduler(cfg.lr_scheduler, optimizer)
+    return model, instantiate(cfg.dataloader.train), optimizer, scheduler
+
+
+def bare_loop(cfg, iters: int, warmup: int) -> float:
+    """The torchvision reference-script loop: images/s after `warmup` iterations."""
+    model, loader, optimizer, scheduler = build(cfg)
+    data = iter(loader)
+    model.train()
+    for i in range(warmup + iters):
+        if i == warmup:
+            start = time.perf_counter()
+        batch = next(data)
+        images = [img.float().div(255) for img, _ in batch]
+        targets = [
+            {
+                "boxes": t["boxes"].as_subclass(torch.Tensor),
+                "labels": t["labels"],
+                "masks": t["masks"].as_subclass(torch.Tensor),
+            }
+            for _, t in batch
+        ]
+        loss_dict = super(type(model), model).forward(images, targets)
+        loss = sum(loss_dict.values())
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
+        optimizer.step()
+        scheduler.step()
+    return iters * loader.batch_sampler.batch_size / (time.perf_counter() - start)
+
+
+def trainer_loop(cfg, iters: int, warmup: int, out_dir: str) -> float:
+    """pgtrain's Trainer with the default hooks: images/s after `warmup` iterations."""
+    model, loader, optimizer, scheduler = build(cfg)
+    trainer = Trainer(model, loader, optimizer, clip_grad_norm=cfg.train.clip_grad_norm)
+    checkpointer = Checkpointer(model, out_dir, trainer=trainer)
+    times = []
+
+    class Clock(IterationTimer):
+        def before_step(self):
+            if self.trainer.iter == warmup:
+                times.append(time.perf_counter())
+            super().before_step()
+
+    trainer.register_hooks(
+        [
+            Clock(),
+            NonFiniteLossGuard(),
+            ParamGroupStatsHook(100),
+            LRSchedulerHook(scheduler),
+            PeriodicCheckpointer(checkpointer, 10**9, max_iter=10**9),
+            EvalHook(0, dict),
+            PeriodicWriter(default_writers(out_dir, warmup + iters), 20),
+        ]
+    )
+    trainer.train(0, warmup + iters)
+    return iters * loader.batch_sampler.batch_size / (time.perf_counter() - times[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--iters", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    logging.disable(logging.INFO)
+    cfg = LazyConfig.load(os.path.join(ROOT, "projects", "maskrcnn", "config.py"))
+    cfg.train.device = "cpu"
+    bare, ours, ratios = [], [], []
+    for repeat in range(args.repeats):
+        with tempfile.TemporaryDirectory() as out_dir:
+            runs = [
+                lambda: bare_loop(cfg, args.iters, args.warmup),
+                lambda d=out_dir: trainer_loop(cfg, args.iters, args.warmup, d),
+            ]
+            if repeat % 2:  # alternate the order so drift in machine load favours neither
+                b, t = runs[0](), runs[1]()
+            else:
+                t, b = runs[1](), runs[0]()
+        bare.append(b)
+        ours.append(t)
+        ratios.append(t / b)
+    print(f"iterations per run: {args.iters} (+{args.warmup} warm-up), runs: {args.repeats}")
+    print(f"bare torchvision loop: median {statistics.median(bare):.2f} images/s")
+    print(f"pgtrain trainer:       median {statistics.median(ours):.2f} images/s")
+    print(f"ratios: {' '.join(f'{r:.3f}' for r in ratios)}")
+    print(f"median ratio pgtrain / bare: {statistics.median(ratios):.3f} (target >= 0.97)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The Mask R-CNN project end to end, tiny: shapes data, training with evaluation, fine-tuning."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# Tiny and fast: 128 px images, few of them, slim everything.
+TINY = [
+    "shapes.num_train=24",
+    "shapes.num_val=8",
+    "shapes.image_size=128",
+    "model.min_size=128",
+    "model.max_size=128",
+    "model.backbone.fpn_channels=32",
+    "model.box_head.representation_size=64",
+    "model.mask_head.conv_dim=32",
+    "dataloader.train.dataset.transforms.min_size=[112,128]",
+    "dataloader.train.dataset.transforms.max_size=128",
+    "dataloader.train.total_batch_size=2",
+    "train.log_period=5",
+]
+
+
+def run(tool, *args):
+    cmd = [sys.executable, os.path.join(ROOT, "tools", tool), *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def evaluations(run_dir):
+    lines = (run_dir / "metrics.json").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if "segm/AP" in r]
+
+
+@pytest.mark.slow
+def test_tiny_training_with_evaluation_then_fine_tuning(tmp_path):
+    data, base, ft = tmp_path / "data", tmp_path / "base", tmp_path / "ft"
+    common = [f"shapes.root={data}", *TINY]
+    run(
+        "train_net.py",
+        "--config",
+        "projects/maskrcnn/config.py",
+        f"train.output_dir={base}",
+        "train.max_iter=20",
+        "train.eval_period=10",
+        "train.checkpoint.period=10",
+        *common,
+    )
+    results = evaluations(base)
+    assert [r["iteration"] for r in results] == [9, 19]
+    for key in ("bbox/AP", "bbox/AP50", "segm/AP", "segm/AP75"):
+        assert 0.0 <= results[-1][key] <= 1.0
+    assert (base / "coco_instances_results.json").exists()
+    assert (data / "A" / "train.json").exists() and (data / "A" / "val").is_dir()
+    log = (base / "log.txt").read_text()
+    assert "parameters came pretrained with the model" in log
+    assert "new " in log and "rules[0]" in log  # the fresh rule's group in the table
+
+    # Fine-tune on set B: the predictors change shape and are exactly the fresh parameters.
+    run(
+        "train_net.py",
+        "--config",
+        "projects/maskrcnn/finetune_config.py",
+        f"train.output_dir={ft}",
+        f"train.init_checkpoint={base}/model_final.pth",
+        "train.max_iter=4",
+        "train.eval_period=4",
+        *common,
+    )
+    log = (ft / "log.txt").read_text()
+    table = log[log.index("param groups") :]
+    new_row = next(line for line in table.splitlines() if line.startswith("new "))
+    assert new_row.split()[1] == "6"  # cls_score, bbox_pred, mask_fcn_logits: weight and bias
+    saved = torch.load(ft / "model_final.pth", weights_only=True)
+    assert sorted(saved["fresh"]) == sorted(
+        f"roi_heads.{m}.{p}"
+        for m in (
+            "box_predictor.cls_score",
+            "box_predictor.bbox_pred",
+            "mask_predictor.mask_fcn_logits",
+        )
+        for p in ("weight", "bias")
+    )
+    assert evaluations(ft)
+
+    # The predictions PNG over validation images.
+    out = tmp_path / "pred.png"
+    run(
+        "visualize.py",
+        "--config",
+        "projects/maskrcnn/config.py",
+        f"train.output_dir={base}",
+        "--num-images",
+        "4",
+        "--out",
+        str(out),
+        *common,
+    )
+    assert out.read_bytes().startswith(b"\x89PNG")
