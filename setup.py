@@ -22,6 +22,7 @@ setup(
         "tensorboard",
         "tqdm",
         "matplotlib",
+        "scikit-learn",  # its bundled 8x8 digits are the ViT project's offline dataset
     ],
     extras_require={"dev": ["pytest", "ruff"]},
 )

@@ -29,7 +29,7 @@ def load_model_state(model: nn.Module, state: Mapping[str, Any], path: str) -> C
         CheckpointError: The model rejected the weights (e.g. a module's own loading check).
     """
     model_state = model.state_dict()
-    state = _strip_module_prefix(state, model_state)
+    state = _fit_resizable(model, _strip_module_prefix(state, model_state), model_state)
     usable, mismatched = _drop_mismatched(state, model_state, path)
     try:
         result = model.load_state_dict(usable, strict=False)
@@ -89,6 +89,27 @@ def split_checkpoint(data: Any, path: str) -> tuple[Mapping[str, Any], dict[str,
         f"Checkpoint {path} has no 'model' entry and is not a state_dict of tensors (top-level "
         f"keys: {keys}); save the model's state_dict() into a file of its own"
     )
+
+
+def _fit_resizable(
+    model: nn.Module, state: Mapping[str, Any], model_state: Mapping[str, Any]
+) -> Mapping[str, Any]:
+    """Resizes entries that a module knows how to fit (a ViT's pos_embed from another grid).
+
+    A module offering ``fit_pos_embed(value)`` gets its ``pos_embed`` resized before the shape
+    check, instead of having it skipped as mismatched.
+    """
+    fixed = None
+    for prefix, module in model.named_modules():
+        key = f"{prefix}.pos_embed" if prefix else "pos_embed"
+        fit = getattr(module, "fit_pos_embed", None)
+        value, target = state.get(key), model_state.get(key)
+        if fit is None or not _shapes_differ(value, target):
+            continue
+        fixed = dict(state) if fixed is None else fixed
+        fixed[key] = fit(value)
+        logger.info("Resized '%s' from %s to %s", key, tuple(value.shape), tuple(target.shape))
+    return state if fixed is None else fixed
 
 
 def _drop_mismatched(

@@ -1,5 +1,10 @@
 """Datasets, samplers, transforms and loaders."""
 
+from pgtrain.data.classification import (
+    DigitsDataset,
+    ImageFolderClassification,
+    image_folder_dataset,
+)
 from pgtrain.data.coco import COCOInstanceDataset, DatasetError, DatasetNotFoundError
 from pgtrain.data.detection import (
     AspectRatioGroupedBatchSampler,
@@ -26,6 +31,8 @@ __all__ = [
     "COCOInstanceDataset",
     "DatasetError",
     "DatasetNotFoundError",
+    "DigitsDataset",
+    "ImageFolderClassification",
     "InferenceSampler",
     "ToyClassificationDataset",
     "TrainingSampler",
@@ -38,6 +45,7 @@ __all__ = [
     "collate_list",
     "default_shapes_root",
     "ensure_shapes",
+    "image_folder_dataset",
     "shapes_dataset",
     "shapes_path",
 ]

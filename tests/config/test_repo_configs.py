@@ -24,8 +24,9 @@ def build_run(cfg: DictConfig) -> dict:
     """Instantiates a full config the way tools/train_net.py does."""
     model = instantiate(cfg.model, "model")
     optimizer = build_optimizer(cfg.optimizer, model)
-    scheduler = build_lr_scheduler(cfg.lr_scheduler, optimizer)
-    loaders = instantiate(cfg.dataloader, "dataloader")
+    # Inspection-only configs (e.g. projects/vit/stmixer_config.py) have no data or schedule.
+    scheduler = build_lr_scheduler(cfg.lr_scheduler, optimizer) if "lr_scheduler" in cfg else None
+    loaders = instantiate(cfg.dataloader, "dataloader") if "dataloader" in cfg else None
     return {"model": model, "optimizer": optimizer, "scheduler": scheduler, "loaders": loaders}
 
 

@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -27,24 +25,16 @@ TINY = [
 ]
 
 
-def run(tool, *args):
-    cmd = [sys.executable, os.path.join(ROOT, "tools", tool), *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return proc
-
-
 def evaluations(run_dir):
     lines = (run_dir / "metrics.json").read_text().splitlines()
     return [r for r in map(json.loads, lines) if "segm/AP" in r]
 
 
 @pytest.mark.slow
-def test_tiny_training_with_evaluation_then_fine_tuning(tmp_path):
+def test_tiny_training_with_evaluation_then_fine_tuning(tmp_path, run_tool):
     data, base, ft = tmp_path / "data", tmp_path / "base", tmp_path / "ft"
     common = [f"shapes.root={data}", *TINY]
-    run(
+    run_tool(
         "train_net.py",
         "--config",
         "projects/maskrcnn/config.py",
@@ -65,7 +55,7 @@ def test_tiny_training_with_evaluation_then_fine_tuning(tmp_path):
     assert "new " in log and "rules[0]" in log  # the fresh rule's group in the table
 
     # Fine-tune on set B: the predictors change shape and are exactly the fresh parameters.
-    run(
+    run_tool(
         "train_net.py",
         "--config",
         "projects/maskrcnn/finetune_config.py",
@@ -93,7 +83,7 @@ def test_tiny_training_with_evaluation_then_fine_tuning(tmp_path):
 
     # The predictions PNG over validation images.
     out = tmp_path / "pred.png"
-    run(
+    run_tool(
         "visualize.py",
         "--config",
         "projects/maskrcnn/config.py",
