@@ -7,7 +7,6 @@ from pgtrain.data.classification import (
 )
 from pgtrain.data.coco import COCOInstanceDataset, DatasetError, DatasetNotFoundError
 from pgtrain.data.detection import (
-    AspectRatioGroupedBatchSampler,
     build_detection_test_loader,
     build_detection_train_loader,
     build_test_transforms,
@@ -15,7 +14,7 @@ from pgtrain.data.detection import (
     collate_list,
 )
 from pgtrain.data.loaders import build_test_loader, build_train_loader
-from pgtrain.data.samplers import InferenceSampler, TrainingSampler
+from pgtrain.data.samplers import AspectRatioGroupedBatchSampler, InferenceSampler, TrainingSampler
 from pgtrain.data.shapes import (
     CLASS_SETS,
     default_shapes_root,

@@ -1,16 +1,15 @@
 """Detection data pipeline: tv_tensors transforms, aspect-ratio grouping, loaders of lists."""
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from pgtrain.data.loaders import build_test_loader, build_train_loader
 from pgtrain.errors import ConfigError
 
 __all__ = [
-    "AspectRatioGroupedBatchSampler",
     "build_detection_test_loader",
     "build_detection_train_loader",
     "build_test_transforms",
@@ -82,48 +81,6 @@ def build_test_transforms(min_size: int = 800, max_size: int = 1333) -> v2.Compo
     )
 
 
-class AspectRatioGroupedBatchSampler(Sampler[list[int]]):
-    """Batches indices of an infinite sampler so that each batch holds one orientation only.
-
-    Indices are put in their group's bucket in sampler order; a bucket that reaches `batch_size`
-    is emitted as a batch (Detectron2's scheme, on indices, so no image is decoded). Batches of
-    wide and tall images then pad to little wasted area.
-
-    `seek(num_batches)` makes the next iteration start after that many batches. The buckets carry
-    indices across batches, so seeking replays the index stream from the sampler's start (cheap:
-    no data is loaded; about a second per million samples).
-    """
-
-    def __init__(self, sampler: Sampler[int], group_ids: Sequence[int], batch_size: int) -> None:
-        """Wraps `sampler` (infinite) with `group_ids[i]` the group (0 or 1...) of index i."""
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        self.sampler = sampler
-        self.batch_size = batch_size
-        self._group_ids = list(group_ids)
-        self._skip = 0
-
-    def seek(self, num_batches: int) -> None:
-        """Makes the next iteration start after the first `num_batches` batches."""
-        self._skip = num_batches
-
-    def _batches(self) -> Iterator[list[int]]:
-        buckets: dict[int, list[int]] = {}
-        group_ids, size = self._group_ids, self.batch_size
-        for index in self.sampler:
-            bucket = buckets.setdefault(group_ids[index], [])
-            bucket.append(index)
-            if len(bucket) == size:
-                yield bucket[:]
-                bucket.clear()
-
-    def __iter__(self) -> Iterator[list[int]]:
-        batches = self._batches()
-        for _ in range(self._skip):
-            next(batches)
-        yield from batches
-
-
 def _orientation_groups(dataset: Dataset) -> list[int]:
     sizes = getattr(dataset, "image_sizes", None)
     if sizes is None:
@@ -156,27 +113,14 @@ def build_detection_train_loader(
         seed: seeds the sample order and the workers' RNGs.
         aspect_ratio_grouping: group batches by orientation.
     """
-    loader = build_train_loader(
+    groups = _orientation_groups(dataset) if aspect_ratio_grouping else None
+    return build_train_loader(
         dataset,
         total_batch_size=total_batch_size,
         num_workers=num_workers,
         seed=seed,
         collate_fn=collate_list,
-    )
-    if not aspect_ratio_grouping:
-        return loader
-    plain = loader.batch_sampler
-    grouped = AspectRatioGroupedBatchSampler(
-        plain.sampler, _orientation_groups(dataset), plain.batch_size
-    )
-    # A DataLoader's batch sampler cannot be swapped, so build one around the same pieces.
-    return DataLoader(
-        dataset,
-        batch_sampler=grouped,
-        num_workers=num_workers,
-        collate_fn=collate_list,
-        generator=loader.generator,
-        persistent_workers=num_workers > 0,
+        group_ids=groups,
     )
 
 

@@ -1,12 +1,16 @@
 """build_train_loader and build_test_loader: DataLoaders with pgtrain's samplers."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset
 
-from pgtrain.data.samplers import InferenceSampler, TrainingSampler
+from pgtrain.data.samplers import (
+    AspectRatioGroupedBatchSampler,
+    InferenceSampler,
+    TrainingSampler,
+)
 from pgtrain.errors import ConfigError
 from pgtrain.utils import comm
 
@@ -21,6 +25,7 @@ def build_train_loader(
     seed: int = 0,
     shuffle: bool = True,
     collate_fn: Callable[[list[Any]], Any] | None = None,
+    group_ids: Sequence[int] | None = None,
 ) -> DataLoader:
     """Returns an infinite, resumable training loader; each process loads its share of a batch.
 
@@ -32,6 +37,8 @@ def build_train_loader(
         seed: seeds the sample order (shared by all ranks) and the workers' RNGs.
         shuffle: a new random order each epoch, else dataset order.
         collate_fn: turns a list of samples into a batch (torch's default collation if None).
+        group_ids: if given, each batch holds samples of one group only (``group_ids[i]`` is
+            sample i's group, e.g. its orientation: aspect-ratio grouping).
     """
     world = comm.get_world_size()
     if total_batch_size <= 0 or total_batch_size % world:
@@ -43,9 +50,14 @@ def build_train_loader(
     # The loader's own generator keeps iterator creation from drawing on the global RNG, so a
     # resumed run's model RNG (dropout...) stays in step with an unbroken run.
     generator = torch.Generator().manual_seed(seed + comm.get_rank())
+    per_process = total_batch_size // world
+    if group_ids is None:
+        batch_sampler = BatchSampler(sampler, per_process, drop_last=True)
+    else:
+        batch_sampler = AspectRatioGroupedBatchSampler(sampler, group_ids, per_process)
     return DataLoader(
         dataset,
-        batch_sampler=BatchSampler(sampler, total_batch_size // world, drop_last=True),
+        batch_sampler=batch_sampler,
         num_workers=num_workers,
         collate_fn=collate_fn,
         generator=generator,

@@ -1,13 +1,13 @@
 """Samplers: an infinite, sharded, resumable training stream and a sharded inference order."""
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import Sampler
 
 from pgtrain.utils import comm
 
-__all__ = ["TrainingSampler", "InferenceSampler"]
+__all__ = ["AspectRatioGroupedBatchSampler", "TrainingSampler", "InferenceSampler"]
 
 
 class TrainingSampler(Sampler[int]):
@@ -62,3 +62,45 @@ class InferenceSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self._indices)
+
+
+class AspectRatioGroupedBatchSampler(Sampler[list[int]]):
+    """Batches indices of an infinite sampler so that each batch holds one orientation only.
+
+    Indices are put in their group's bucket in sampler order; a bucket that reaches `batch_size`
+    is emitted as a batch (Detectron2's scheme, on indices, so no image is decoded). Batches of
+    wide and tall images then pad to little wasted area.
+
+    `seek(num_batches)` makes the next iteration start after that many batches. The buckets carry
+    indices across batches, so seeking replays the index stream from the sampler's start (cheap:
+    no data is loaded; about a second per million samples).
+    """
+
+    def __init__(self, sampler: Sampler[int], group_ids: Sequence[int], batch_size: int) -> None:
+        """Wraps `sampler` (infinite) with `group_ids[i]` the group (0 or 1...) of index i."""
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.sampler = sampler
+        self.batch_size = batch_size
+        self._group_ids = list(group_ids)
+        self._skip = 0
+
+    def seek(self, num_batches: int) -> None:
+        """Makes the next iteration start after the first `num_batches` batches."""
+        self._skip = num_batches
+
+    def _batches(self) -> Iterator[list[int]]:
+        buckets: dict[int, list[int]] = {}
+        group_ids, size = self._group_ids, self.batch_size
+        for index in self.sampler:
+            bucket = buckets.setdefault(group_ids[index], [])
+            bucket.append(index)
+            if len(bucket) == size:
+                yield bucket[:]
+                bucket.clear()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._batches()
+        for _ in range(self._skip):
+            next(batches)
+        yield from batches

@@ -11,14 +11,13 @@ from torchvision.ops import masks_to_boxes
 
 from pgtrain.data.coco import COCOInstanceDataset
 from pgtrain.data.detection import (
-    AspectRatioGroupedBatchSampler,
     build_detection_test_loader,
     build_detection_train_loader,
     build_test_transforms,
     build_train_transforms,
     collate_list,
 )
-from pgtrain.data.samplers import TrainingSampler
+from pgtrain.data.samplers import AspectRatioGroupedBatchSampler, TrainingSampler
 from pgtrain.errors import ConfigError
 
 
