@@ -3,6 +3,7 @@
 from pgtrain.config.lazy import LazyConfig
 from pgtrain.config.lazy_call import (
     LazyCall,
+    accepts_keyword,
     check_arguments,
     instantiate,
     locate,
@@ -13,6 +14,7 @@ from pgtrain.config.lazy_call import (
 __all__ = [
     "LazyCall",
     "LazyConfig",
+    "accepts_keyword",
     "check_arguments",
     "instantiate",
     "locate",

@@ -13,6 +13,7 @@ from pgtrain.utils.suggest import did_you_mean
 
 __all__ = [
     "LazyCall",
+    "accepts_keyword",
     "check_arguments",
     "instantiate",
     "is_lazy_call",
@@ -135,6 +136,15 @@ def _get(cfg: Any, key: Any, path: str) -> Any:
     except Exception as e:  # omegaconf interpolation / missing-value errors
         msg = str(e).splitlines()[0]
         raise ConfigError(f"{_join(path, str(key))}: {msg}") from e
+
+
+def accepts_keyword(fn: Callable[..., Any], name: str) -> bool:
+    """Says whether `fn` takes a keyword argument `name` (by name or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def check_arguments(fn: Callable[..., Any], kwargs: dict[str, Any], path: str) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from torch import nn
 
+from pgtrain.config.lazy_call import accepts_keyword
 from pgtrain.errors import ConfigError
 from pgtrain.param_groups.assign import StartFn, decide, normalize_fresh
 from pgtrain.param_groups.audit import audit_param_groups
@@ -90,7 +91,7 @@ def build_param_groups(
     """
     fn = PARAM_GROUP_BUILDERS.get(builder)
     kwargs = _check_options(builder, fn, options)
-    if fresh is not None and _accepts(fn, "fresh"):
+    if fresh is not None and accepts_keyword(fn, "fresh"):
         kwargs["fresh"] = fresh
     with paused_gc():
         groups = fn(model, **kwargs)
@@ -117,11 +118,6 @@ def _check_options(builder: str, fn: Callable[..., Any], options: dict[str, Any]
             f"param-group builder '{builder}' needs option(s) {', '.join(repr(m) for m in missing)}"
         )
     return dict(options)
-
-
-def _accepts(fn: Callable[..., Any], name: str) -> bool:
-    params = inspect.signature(fn).parameters
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def plan_param_groups(

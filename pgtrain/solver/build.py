@@ -1,6 +1,5 @@
 """build_optimizer and build_lr_scheduler: instantiate optimizer configs with the run's objects."""
 
-import inspect
 from collections.abc import Collection
 from typing import Any
 
@@ -8,7 +7,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from pgtrain.config import check_arguments, instantiate, locate
+from pgtrain.config import accepts_keyword, check_arguments, instantiate, locate
 from pgtrain.errors import ConfigError, PgtrainError
 
 __all__ = ["build_param_groups_from_config", "build_optimizer", "build_lr_scheduler"]
@@ -36,9 +35,9 @@ def build_param_groups_from_config(
         ]
     if not (isinstance(params, DictConfig) and "_target_" in params):
         raise ConfigError("optimizer.params must be a param-group builder call (LazyCall) or None")
-    accepted = _parameters(params._target_)
+    target = params._target_
     params.model = model
-    if "fresh" in accepted or "kwargs" in accepted:
+    if accepts_keyword(locate(target) if isinstance(target, str) else target, "fresh"):
         params.fresh = sorted(fresh)
     return instantiate(params, "optimizer.params")
 
@@ -77,12 +76,3 @@ def build_lr_scheduler(
         return None
     cfg.optimizer = optimizer
     return instantiate(cfg, "lr_scheduler")
-
-
-def _parameters(target: object) -> list[str]:
-    fn = locate(target) if isinstance(target, str) else target
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return []
-    return ["kwargs" if p.kind is p.VAR_KEYWORD else n for n, p in params.items()]
