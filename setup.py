@@ -24,5 +24,6 @@ setup(
         "matplotlib",
         "scikit-learn",  # its bundled 8x8 digits are the ViT project's offline dataset
     ],
-    extras_require={"dev": ["pytest", "ruff"]},
+    # timm: test-only, for the layer-decay parity tests against timm's own grouping
+    extras_require={"dev": ["pytest", "ruff", "timm"]},
 )

@@ -14,13 +14,14 @@ import time
 
 import torch
 
-from pgtrain.checkpoint import Checkpointer, PeriodicCheckpointer
+from pgtrain.checkpoint import Checkpointer
 from pgtrain.data import ToyClassificationDataset, build_train_loader
 from pgtrain.engine import (
     EvalHook,
     IterationTimer,
     LRSchedulerHook,
     NonFiniteLossGuard,
+    PeriodicCheckpointer,
     PeriodicWriter,
     Trainer,
 )

@@ -18,19 +18,20 @@ import time
 
 import torch
 
-from pgtrain.checkpoint import Checkpointer, PeriodicCheckpointer
-from pgtrain.config import LazyConfig, instantiate
+from pgtrain.checkpoint import Checkpointer
+from pgtrain.config import LazyConfig
 from pgtrain.engine import (
     EvalHook,
     IterationTimer,
     LRSchedulerHook,
     NonFiniteLossGuard,
     ParamGroupStatsHook,
+    PeriodicCheckpointer,
     PeriodicWriter,
     Trainer,
+    build_run,
     default_writers,
 )
-from pgtrain.solver import build_lr_scheduler, build_optimizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,10 +39,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def build(cfg):
     """Model, loader, optimizer and scheduler, seeded identically for both loops."""
     torch.manual_seed(0)
-    model = instantiate(cfg.model)
-    optimizer = build_optimizer(cfg.optimizer, model)
-    scheduler = build_lr_scheduler(cfg.lr_scheduler, optimizer)
-    return model, instantiate(cfg.dataloader.train), optimizer, scheduler
+    run = build_run(cfg, with_loader=True)  # what tools/train_net.py trains
+    return run.model, run.loader, run.optimizer, run.scheduler
 
 
 def bare_loop(cfg, iters: int, warmup: int) -> float:

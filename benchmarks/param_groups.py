@@ -24,7 +24,7 @@ from pgtrain.param_groups import build_param_groups
 
 
 class Block(nn.Module):
-    """A ViT block with seed 002's parameter names."""
+    """A ViT block with STMixer's parameter names."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -41,7 +41,7 @@ class Block(nn.Module):
 
 
 class ViT(nn.Module):
-    """Seed 002's names: patch_embed.proj, cls_token, pos_embed, blocks.N, norm, head."""
+    """STMixer's names: patch_embed.proj, cls_token, pos_embed, blocks.N, norm, head."""
 
     def __init__(self, depth: int, dim: int, num_classes: int = 1000) -> None:
         super().__init__()

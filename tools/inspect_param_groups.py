@@ -8,25 +8,27 @@
 
 The table is the one every training run logs. ``--verbose`` adds, per group, lr, eps,
 weight_decay, betas or momentum and every parameter's name and shape; ``--explain NAME`` says
-which rules set a parameter's hyperparameters; ``--json OUT`` writes the report for tools. If
-``train.init_checkpoint`` is set, it is loaded first, so `fresh` rules select what it lacks.
+which rules set a parameter's hyperparameters; ``--json OUT`` writes the report for tools.
+
+The run is built exactly as `tools/train_net.py` builds it (`pgtrain.engine.build_run`): the
+initial weights are loaded first (``train.init_checkpoint``, weights built into the model such as
+an ImageNet backbone, or with ``--resume`` the last checkpoint), so `fresh` rules select what
+training selects, and the LRs are those of the first iteration, batch-size scaling included.
+``--head-lr-multiplier X`` replaces the config's grouping as it does for training.
 """
 
 import argparse
 import json
 import sys
 
-from pgtrain.checkpoint import Checkpointer
-from pgtrain.config import LazyConfig, instantiate
-from pgtrain.engine import user_errors_exit
-from pgtrain.errors import ConfigError
-from pgtrain.param_groups import (
-    ParamGroups,
-    format_param_group_details,
-    format_param_group_table,
-    param_groups_to_dict,
+from pgtrain.config import LazyConfig
+from pgtrain.engine import (
+    add_grouping_arguments,
+    apply_grouping_arguments,
+    build_run,
+    user_errors_exit,
 )
-from pgtrain.solver import build_optimizer, build_param_groups_from_config
+from pgtrain.param_groups import format_param_group_details, param_groups_to_dict
 
 
 def parse_args(argv=None):
@@ -42,28 +44,31 @@ def parse_args(argv=None):
         help="say which rules set this parameter's hyperparameters (repeatable)",
     )
     parser.add_argument("--json", metavar="OUT", help="write the report as JSON to OUT")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="the groups a --resume run builds: weights and fresh parameters from the last "
+        "checkpoint in train.output_dir",
+    )
+    add_grouping_arguments(parser)
     parser.add_argument("opts", nargs="*", metavar="key=value")
     return parser.parse_intermixed_args(argv)
 
 
 def main(argv=None):
-    """Builds the model and its param groups from the config and prints the report."""
+    """Builds the run's model and param groups from the config and prints the report."""
     args = parse_args(argv)
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config), args.opts)
-    model = instantiate(cfg.model, "model").cpu()
-    init = cfg.train.get("init_checkpoint", "") if "train" in cfg else ""
-    fresh = Checkpointer(model).resume_or_load(init, resume=False).fresh if init else []
-    groups = build_param_groups_from_config(cfg.optimizer, model, fresh=fresh)
-    optimizer = build_optimizer(cfg.optimizer, model, groups=groups)
-    print(format_param_group_table(groups, model))
+    notes = apply_grouping_arguments(cfg, args)
+    run = build_run(cfg, resume=args.resume, device="cpu", notes=notes)
+    print(run.table())
     if args.verbose:
-        print(format_param_group_details(optimizer, model))
+        print(format_param_group_details(run.groups, run.model))
     for name in args.explain:
-        if not isinstance(groups, ParamGroups):
-            raise ConfigError("--explain needs groups from a pgtrain param-group builder")
-        print(groups.explain(name))
+        print(run.groups.explain(name))
     if args.json:
-        report = param_groups_to_dict(groups, model)
+        report = param_groups_to_dict(run.groups, run.model)
+        report["notes"] += run.notes
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
         print(f"report written to {args.json}", file=sys.stderr)

@@ -4,8 +4,10 @@
     python tools/plot_lr.py --config configs/quick/toy.py --out lr.png
     python tools/plot_lr.py --config FILE train.max_iter=1000 --out lr.png --log
 
-The model and optimizer are built on the CPU from the config (so the groups and their LRs are the
-run's, batch-size scaling included), then the LR scheduler's curves are drawn, one line per group.
+The run is built on the CPU exactly as `tools/train_net.py` builds it (`pgtrain.engine.build_run`:
+initial weights, so `fresh` rules match what training matches, groups, batch-size scaling), then
+the LR scheduler's curves are drawn, one line per group. ``--head-lr-multiplier X`` replaces the
+config's grouping as it does for training.
 """
 
 import argparse
@@ -15,27 +17,19 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pgtrain.config import LazyConfig, instantiate  # noqa: E402
-from pgtrain.engine import scale_lrs_to_batch, user_errors_exit  # noqa: E402
+from pgtrain.config import LazyConfig  # noqa: E402
+from pgtrain.engine import (  # noqa: E402
+    add_grouping_arguments,
+    apply_grouping_arguments,
+    build_run,
+    user_errors_exit,
+)
 from pgtrain.errors import ConfigError  # noqa: E402
-from pgtrain.solver import build_lr_scheduler, build_optimizer  # noqa: E402
 
 
-def lr_curves(cfg):
+def lr_curves(cfg, resume=False):
     """Returns ``{group name: [lr at iteration 0, 1, ...]}`` for the run `cfg` describes."""
-    model = instantiate(cfg.model, "model").cpu()
-    optimizer = build_optimizer(cfg.optimizer, model)
-    scaling = cfg.train.get("lr_scaling")
-    if scaling and scaling.reference_batch:
-        loader = instantiate(cfg.dataloader.train, "dataloader.train")
-        scale_lrs_to_batch(
-            optimizer,
-            loader,
-            accumulation=cfg.train.accumulation,
-            reference_batch=scaling.reference_batch,
-            rule=scaling.rule,
-        )
-    scheduler = build_lr_scheduler(cfg.lr_scheduler, optimizer)
+    scheduler = build_run(cfg, resume=resume, device="cpu").scheduler
     if not hasattr(scheduler, "lr_curves"):
         raise ConfigError("lr_scheduler must be an LRMultiplier (configs/common/schedules.py)")
     return scheduler.lr_curves()
@@ -65,10 +59,16 @@ def main(argv=None):
     parser.add_argument("--config", required=True, metavar="FILE")
     parser.add_argument("--out", required=True, metavar="PNG")
     parser.add_argument("--log", action="store_true", help="logarithmic LR axis")
+    parser.add_argument(
+        "--resume", action="store_true", help="the groups a --resume run builds (last checkpoint)"
+    )
+    add_grouping_arguments(parser)
     parser.add_argument("opts", nargs="*", metavar="key=value")
     args = parser.parse_intermixed_args(argv)
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config), args.opts)
-    curves = lr_curves(cfg)
+    for note in apply_grouping_arguments(cfg, args):
+        print(f"note: {note}")
+    curves = lr_curves(cfg, resume=args.resume)
     plot(curves, args.out, log=args.log, title=args.config)
     print(f"{len(curves)} groups, {len(next(iter(curves.values())))} iterations -> {args.out}")
 

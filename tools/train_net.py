@@ -12,7 +12,7 @@ The config provides `model`, `optimizer`, `lr_scheduler`, `dataloader.train` and
 import functools
 import logging
 
-from pgtrain.checkpoint import Checkpointer, PeriodicCheckpointer
+from pgtrain.checkpoint import Checkpointer
 from pgtrain.config import LazyConfig, instantiate
 from pgtrain.engine import (
     AMPTrainer,
@@ -22,25 +22,22 @@ from pgtrain.engine import (
     LRSchedulerHook,
     NonFiniteLossGuard,
     ParamGroupStatsHook,
+    PeriodicCheckpointer,
     PeriodicWriter,
     Trainer,
+    UnusedParameterCheck,
+    apply_grouping_arguments,
+    build_run,
     create_ddp_model,
     default_argument_parser,
     default_setup,
     default_writers,
     launch,
     resolve_device,
-    scale_lrs_to_batch,
     user_errors_exit,
 )
 from pgtrain.evaluation import inference_on_dataset
-from pgtrain.param_groups import format_param_group_table
-from pgtrain.solver import (
-    DynamicLRScaling,
-    build_lr_scheduler,
-    build_optimizer,
-    build_param_groups_from_config,
-)
+from pgtrain.solver import DynamicLRScaling
 from pgtrain.utils import comm
 
 logger = logging.getLogger("pgtrain.train_net")
@@ -64,6 +61,7 @@ def build_hooks(cfg, model, scheduler, checkpointer, effective_batch):
     return [
         IterationTimer(),
         NonFiniteLossGuard(),  # after_backward: stops before the optimizer steps on a NaN loss
+        UnusedParameterCheck(train.get("unused_params", "warn")),  # after the first backward
         ParamGroupStatsHook(train.param_group_stats_period),  # grads and weights around the step
         LRSchedulerHook(scheduler),  # records the LRs this step used, then steps the schedule
         # Rescales LRs for the next step when the batch size changed (after the schedule step).
@@ -79,46 +77,32 @@ def build_hooks(cfg, model, scheduler, checkpointer, effective_batch):
     ]
 
 
-def do_train(cfg, resume):
-    """Builds everything from `cfg` and trains; resumes from the last checkpoint if asked."""
+def do_train(cfg, resume, notes=()):
+    """Builds the run from `cfg` and trains; resumes from the last checkpoint if asked."""
     train = cfg.train
-    model = instantiate(cfg.model).to(resolve_device(train.device))
-    # Weights first (the last checkpoint on resume, else train.init_checkpoint), so a `fresh`
-    # param-group rule knows which parameters the initial weights did not provide.
-    weights = Checkpointer(model, train.output_dir).resume_or_load(
-        train.init_checkpoint, resume=resume
-    )
-    groups = build_param_groups_from_config(cfg.optimizer, model, fresh=weights.fresh)
-    logger.info("Parameter groups:\n%s", format_param_group_table(groups, model))
-    optimizer = build_optimizer(cfg.optimizer, model, groups=groups)
-    loader = instantiate(cfg.dataloader.train, "dataloader.train")
-    # Batch-size LR scaling, once, before the scheduler takes the groups' initial LRs.
-    effective_batch = scale_lrs_to_batch(
-        optimizer,
-        loader,
-        accumulation=train.accumulation,
-        reference_batch=train.lr_scaling.reference_batch,
-        rule=train.lr_scaling.rule,
-    )
-    scheduler = build_lr_scheduler(cfg.lr_scheduler, optimizer)
+    # The run the tools show too: weights (so `fresh` is known), groups, LR scaling, schedule.
+    run = build_run(cfg, resume=resume, with_loader=True, notes=list(notes))
+    logger.info("Parameter groups:\n%s", run.table())
     amp = {"precision": train.amp.precision} if train.amp.enabled else {}
     trainer = (AMPTrainer if train.amp.enabled else Trainer)(
-        create_ddp_model(model, **train.ddp),
-        loader,
-        optimizer,
+        create_ddp_model(run.model, **train.ddp),
+        run.loader,
+        run.optimizer,
         accumulation=train.accumulation,
         clip_grad_norm=train.clip_grad_norm,
         **amp,
     )
     checkpointer = Checkpointer(
-        model,
+        run.model,
         train.output_dir,
         keep_last=train.checkpoint.keep_last,
         save_to_disk=comm.is_main_process(),
         trainer=trainer,
     )
-    checkpointer.fresh = weights.fresh  # recorded in every checkpoint, for later resumes
-    trainer.register_hooks(build_hooks(cfg, model, scheduler, checkpointer, effective_batch))
+    checkpointer.fresh = run.fresh  # recorded in every checkpoint, for later resumes
+    trainer.register_hooks(
+        build_hooks(cfg, run.model, run.scheduler, checkpointer, run.effective_batch)
+    )
     start_iter = 0
     if resume and checkpointer.has_checkpoint():
         start_iter = checkpointer.resume_or_load("", resume=True).extra["iteration"] + 1
@@ -134,27 +118,15 @@ def main(cfg, args):
             cfg.train.init_checkpoint, resume=args.resume
         )
         return do_test(cfg, model)
-    do_train(cfg, args.resume)
+    do_train(cfg, args.resume, getattr(args, "grouping_notes", ()))
 
 
 def cli():
     """Parses the command line, loads the config (errors surface before processes start)."""
-    parser = default_argument_parser()
-    parser.add_argument(
-        "--head-lr-multiplier",
-        type=float,
-        metavar="X",
-        help="seed 001's grouping: the Mask R-CNN box and mask predictors at X "
-        "times the base LR (optimizer.params.builder=head_multiplier)",
-    )
-    args = parser.parse_intermixed_args()
-    if args.head_lr_multiplier is not None:
-        args.opts += [
-            "optimizer.params.builder=head_multiplier",
-            f"+optimizer.params.head_lr_multiplier={args.head_lr_multiplier}",
-        ]
+    args = default_argument_parser().parse_intermixed_args()
     with user_errors_exit():
         cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config), args.opts)
+        args.grouping_notes = apply_grouping_arguments(cfg, args)
         per_machine = args.num_gpus or args.num_processes
         launch(
             main,

@@ -12,7 +12,10 @@ train = dict(
     checkpoint=dict(period=500, keep_last=3),
     eval_period=500,  # 0: evaluate only at the end
     log_period=20,
-    param_group_stats_period=100,  # per-group grad norm, weight norm, update ratio; 0: off
+    param_group_stats_period=100,
+    # Trainable parameters that get no gradient in the first iteration (an unused branch):
+    # "warn" lists them once, "error" stops the run, "off" does not check.
+    unused_params="warn",  # per-group grad norm, weight norm, update ratio; 0: off
     # Batch-size LR scaling: the config's LRs are tuned for reference_batch; the run's effective
     # batch (per-process batch x processes x accumulation) scales them by rule ("linear" or
     # "sqrt"), once at start; dynamic=True also rescales whenever the batch size changes.

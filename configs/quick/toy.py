@@ -33,7 +33,7 @@ dataloader = dict(
 
 optimizer = SGD
 optimizer.lr = 0.005
-# The head learns at 10x, as new heads do when fine-tuning (the seeds' multiplier).
+# The head learns at 10x, as new heads do when fine-tuning (the fine-tuning recipes' multiplier).
 optimizer.params.builder = "rules"
 optimizer.params.rules = [dict(match="head.*", lr_mult=10.0, group="head")]
 

@@ -1,7 +1,6 @@
 """Checkpointing on iopath paths: atomic saves, weights_only loads, and load reports."""
 
 from pgtrain.checkpoint.checkpointer import Checkpointer
-from pgtrain.checkpoint.periodic import PeriodicCheckpointer
 from pgtrain.checkpoint.report import CheckpointReport
 
-__all__ = ["CheckpointReport", "Checkpointer", "PeriodicCheckpointer"]
+__all__ = ["CheckpointReport", "Checkpointer"]

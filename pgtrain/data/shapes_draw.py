@@ -10,7 +10,8 @@ __all__ = ["SHAPE_NAMES", "CLASS_SETS", "draw_image"]
 # Category id = position in SHAPE_NAMES + 1, the same in every class set's json.
 SHAPE_NAMES = ("circle", "square", "triangle", "star", "hexagon", "cross", "ring")
 # Disjoint sets for the fine-tuning study (base model on A, fine-tune on B). B has one class more,
-# so a model fine-tuned on B needs new predictors (num_classes 4 -> 5), as in seeds 000/001.
+# so a model fine-tuned on B needs new predictors (num_classes 4 -> 5), as in the Mask R-CNN
+# fine-tuning recipe.
 CLASS_SETS = {"A": ("circle", "square", "triangle"), "B": ("star", "hexagon", "cross", "ring")}
 
 _MIN_RADIUS, _MAX_RADIUS = 0.08, 0.24  # of the image's short side

@@ -2,6 +2,8 @@
 
 from pgtrain.engine.ddp import create_ddp_model
 from pgtrain.engine.defaults import (
+    add_grouping_arguments,
+    apply_grouping_arguments,
     default_argument_parser,
     default_setup,
     default_writers,
@@ -17,13 +19,20 @@ from pgtrain.engine.hooks import (
     LRSchedulerHook,
     NonFiniteLossGuard,
     PeriodicWriter,
+    UnusedParameterCheck,
 )
 from pgtrain.engine.launch import launch
 from pgtrain.engine.param_group_stats import ParamGroupStatsHook
+from pgtrain.engine.periodic_checkpointer import PeriodicCheckpointer
+from pgtrain.engine.run import Run, build_run
 from pgtrain.engine.trainer import AMPTrainer, Trainer
 
 __all__ = [
     "AMPTrainer",
+    "Run",
+    "add_grouping_arguments",
+    "apply_grouping_arguments",
+    "build_run",
     "BatchSizeLRScalingHook",
     "EvalHook",
     "HookBase",
@@ -31,8 +40,10 @@ __all__ = [
     "LRSchedulerHook",
     "NonFiniteLossGuard",
     "ParamGroupStatsHook",
+    "PeriodicCheckpointer",
     "PeriodicWriter",
     "Trainer",
+    "UnusedParameterCheck",
     "create_ddp_model",
     "default_argument_parser",
     "default_setup",

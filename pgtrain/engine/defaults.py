@@ -3,6 +3,7 @@
 import argparse
 import contextlib
 import logging
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -12,8 +13,9 @@ import torch
 from iopath.common.file_io import g_pathmgr
 from omegaconf import DictConfig
 
-from pgtrain.config import LazyConfig
-from pgtrain.errors import PgtrainError
+from pgtrain.config import LazyCall, LazyConfig
+from pgtrain.errors import ConfigError, PgtrainError
+from pgtrain.param_groups import build_param_groups
 from pgtrain.solver.lr_scaling import effective_batch_size, scale_optimizer_lrs
 from pgtrain.utils import comm
 from pgtrain.utils.env import per_rank_seed, seed_all_rng
@@ -21,6 +23,8 @@ from pgtrain.utils.logger import setup_logger
 from pgtrain.utils.writers import ConsoleWriter, EventWriter, JSONWriter, TensorboardWriter
 
 __all__ = [
+    "add_grouping_arguments",
+    "apply_grouping_arguments",
     "default_argument_parser",
     "default_writers",
     "default_setup",
@@ -60,8 +64,55 @@ def default_argument_parser(description: str = "pgtrain training") -> argparse.A
     parser.add_argument(
         "--dist-url", default="auto", help="tcp://HOST:PORT of machine 0 for multi-machine runs"
     )
+    add_grouping_arguments(parser)
     parser.add_argument("opts", nargs="*", metavar="key=value", help="config overrides")
     return parser
+
+
+def add_grouping_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds the flags that choose a param grouping; every tool that builds a run takes them."""
+    parser.add_argument(
+        "--head-lr-multiplier",
+        type=float,
+        metavar="X",
+        help="the Mask R-CNN fine-tuning recipe's grouping instead of the config's: box and mask "
+        "predictors at X times the base LR (optimizer.lr), the rest of the detector at 5x, the "
+        "backbone at 1x (replaces optimizer.params, rules included)",
+    )
+
+
+def apply_grouping_arguments(cfg: DictConfig, args: argparse.Namespace) -> list[str]:
+    """Applies the flags of `add_grouping_arguments` to `cfg`; returns notes on what changed.
+
+    ``--head-lr-multiplier X`` replaces ``optimizer.params`` by the ``head_multiplier`` builder
+    with the optimizer's own LR and weight decay, so the predictors end at exactly X times the
+    base LR whatever rules the config had (a config rule would otherwise multiply again).
+    """
+    multiplier = getattr(args, "head_lr_multiplier", None)
+    if multiplier is None:
+        return []
+    if not math.isfinite(multiplier) or multiplier <= 0:
+        raise ConfigError(f"--head-lr-multiplier must be a positive number, got {multiplier}")
+    old = cfg.optimizer.get("params")
+    replaced = _describe_grouping(old)
+    lr, wd = "${..lr}", "${..weight_decay}" if "weight_decay" in cfg.optimizer else 0.0
+    cfg.optimizer.params = LazyCall(build_param_groups)(
+        builder="head_multiplier", lr=lr, weight_decay=wd, head_lr_multiplier=multiplier
+    )
+    return [
+        f"--head-lr-multiplier {multiplier:g} replaced the config's grouping ({replaced}) by the "
+        f"head-multiplier grouping: box and mask predictors at {multiplier:g}x the base LR, the "
+        "rest of the detector at 5x, the backbone at 1x"
+    ]
+
+
+def _describe_grouping(params: Any) -> str:
+    """Says in a few words what an ``optimizer.params`` node builds."""
+    if params is None:
+        return "optimizer.params=None: one group"
+    builder = params.get("builder") or str(params.get("_target_", "?")).rpartition(".")[2]
+    rules = params.get("rules") or []
+    return f"builder '{builder}'" + (f" with {len(rules)} rule(s)" if rules else "")
 
 
 def resolve_device(device: str) -> torch.device:

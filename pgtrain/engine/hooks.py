@@ -10,6 +10,8 @@ from typing import Any
 import torch
 
 from pgtrain.engine.hook_base import HookBase
+from pgtrain.errors import ConfigError
+from pgtrain.param_groups import named_groups
 from pgtrain.solver.lr_scaling import DynamicLRScaling
 from pgtrain.solver.lr_scheduler import param_group_names
 from pgtrain.utils import comm
@@ -22,6 +24,7 @@ __all__ = [
     "PeriodicWriter",
     "NonFiniteLossGuard",
     "BatchSizeLRScalingHook",
+    "UnusedParameterCheck",
 ]
 
 logger = logging.getLogger(__name__)
@@ -179,8 +182,8 @@ class BatchSizeLRScalingHook(HookBase):
     """Rescales every group's LR when the effective batch size changes during training.
 
     After each step it reads the samples this process trained on (``trainer.last_batch_size``)
-    times the number of processes and hands it to a `DynamicLRScaling` (seed 003: batch 64 -> 128
-    under the sqrt rule multiplies each group's LR by 1.414); the change applies from the next
+    times the number of processes and hands it to a `DynamicLRScaling` (batch 64 -> 128 under
+    the sqrt rule multiplies each group's LR by 1.414); the change applies from the next
     iteration on and is logged once per change.
     """
 
@@ -198,3 +201,52 @@ class BatchSizeLRScalingHook(HookBase):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.scaling.load_state_dict(state)
+
+
+class UnusedParameterCheck(HookBase):
+    """After the first backward of a run, names the trainable parameters that got no gradient.
+
+    Such parameters (an unused branch, a part the loss never reaches) sit in a param group and
+    count as trained, but the optimizer skips every tensor whose ``.grad`` is None, so they never
+    change. ``mode="warn"`` logs them once, ``"error"`` stops training, ``"off"`` checks nothing.
+
+    Args:
+        mode: ``train.unused_params``: "warn", "error" or "off".
+    """
+
+    MODES = ("warn", "error", "off")
+
+    def __init__(self, mode: str = "warn") -> None:
+        if mode not in self.MODES:
+            raise ConfigError(
+                f"train.unused_params={mode!r} must be one of {', '.join(map(repr, self.MODES))}"
+            )
+        self.mode = mode
+        self._pending = mode != "off"
+
+    def after_backward(self) -> None:
+        if not self._pending:
+            return
+        self._pending = False
+        unused = [
+            name
+            for _, group, names in named_groups(self.trainer.optimizer, _unwrap(self.trainer.model))
+            for name, p in zip(names, group["params"], strict=True)
+            if p.requires_grad and p.grad is None
+        ]
+        if not unused:
+            return
+        shown = ", ".join(f"'{n}'" for n in unused[:8])
+        more = f" ... and {len(unused) - 8} more" if len(unused) > 8 else ""
+        message = (
+            f"{len(unused)} trainable parameter(s) got no gradient in iteration "
+            f"{self.trainer.iter}: {shown}{more}; the loss does not reach them, so they never "
+            "change. Freeze them (a rule with frozen=True, or requires_grad=False) or use them"
+        )
+        if self.mode == "error":
+            raise ConfigError(f"{message} (train.unused_params=error)")
+        logger.warning("%s; train.unused_params=error makes this an error", message)
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)

@@ -15,9 +15,10 @@ class ParamGroupStatsHook(HookBase):
     - ``weight_norm/<group>``: the L2 norm of its weights before the step,
     - ``update_ratio/<group>``: ``||w_after - w_before|| / ||w_before||`` of that step.
 
-    These are the numbers that show an undertrained head (seed 001): a new mask predictor whose
-    update ratio is orders of magnitude below the others' learns too slowly. The weights are
-    copied only on recorded iterations, so the cost elsewhere is one modulo.
+    These are the numbers that show an undertrained head (the Mask R-CNN fine-tuning case): a
+    new mask predictor whose update ratio is orders of magnitude below the others' learns too
+    slowly. The weights are copied only on recorded iterations, so the cost elsewhere is one
+    modulo.
     """
 
     def __init__(self, period: int = 100) -> None:

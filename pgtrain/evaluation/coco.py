@@ -46,8 +46,8 @@ class COCOEvaluator(DatasetEvaluator):
 
     AP values are fractions in [0, 1] (NaN where undefined, e.g. APl without large objects).
     ``mask_area_ratio`` is the median predicted / ground-truth mask area of detections matched
-    to ground truth (box IoU >= 0.5, same class), seed 001's "small masks" symptom when well
-    below 1; ``num_matched`` is the number of those detections.
+    to ground truth (box IoU >= 0.5, same class); well below 1 it is the "small masks" symptom
+    of an undertrained mask head; ``num_matched`` is the number of those detections.
 
     Args:
         dataset_or_json: a COCO detection dataset (with ``coco``, ``contiguous_to_category_id``,

@@ -94,8 +94,8 @@ def mask_area_ratio(
 
     Per image, detections are matched greedily by descending score to the unmatched non-crowd
     ground truth of the same category with the highest box IoU, if it is at least
-    `iou_threshold`. A ratio well below 1 is seed 001's "small masks" symptom. The median is NaN
-    when nothing matched.
+    `iou_threshold`. A ratio well below 1 is the "small masks" symptom of an undertrained mask
+    head. The median is NaN when nothing matched.
     """
     by_image: dict[int, list[Mapping[str, Any]]] = {}
     for result in results:

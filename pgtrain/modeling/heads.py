@@ -1,7 +1,7 @@
 """Box and mask heads and predictors of Mask R-CNN (HEADS entries), with torchvision's names.
 
 Each entry returns torchvision's own module, so the parameter names inside ``roi_heads`` are
-the seeds' (``box_head.fc6``, ``box_predictor.cls_score``, ``mask_head.0.0``,
+torchvision's (``box_head.fc6``, ``box_predictor.cls_score``, ``mask_head.0.0``,
 ``mask_predictor.mask_fcn_logits``) and torchvision checkpoints load into them. The entries
 exist so configs can shrink the heads for CPU training, e.g.
 ``box_head=L(build_head)(name="two_mlp_box_head", in_channels=128, representation_size=256)``.

@@ -2,7 +2,7 @@
 
 Subclassing torchvision's model keeps its parameter names (``backbone.body…``, ``rpn.head…``,
 ``roi_heads.box_predictor…``, ``roi_heads.mask_predictor…``), so torchvision checkpoints load and
-param-group rules written for the seeds select the same tensors.
+param-group rules written for torchvision's detector select the same tensors.
 """
 
 from collections.abc import Mapping, Sequence

@@ -1,9 +1,9 @@
-"""Vision Transformer backbone for images and video, with seed-002 (BEiT / VideoMAE) names.
+"""Vision Transformer backbone for images and video, with BEiT / VideoMAE v2 names.
 
-Parameter names follow seed 002's listing: ``cls_token``, ``pos_embed``, ``patch_embed.proj``,
+Parameter names follow VideoMAE v2's listing: ``cls_token``, ``pos_embed``, ``patch_embed.proj``,
 ``blocks.N.norm1``, ``blocks.N.attn.qkv`` (weight only) with ``blocks.N.attn.q_bias`` and
 ``blocks.N.attn.v_bias``, ``blocks.N.attn.proj``, ``blocks.N.norm2``, ``blocks.N.mlp.fc1`` /
-``fc2`` and ``norm``, so the layer-decay resolver places every parameter and seed-002 group
+``fc2`` and ``norm``, so the layer-decay resolver places every parameter and STMixer group
 listings are reproduced name by name. Video input (B x C x T x H x W) goes through a Conv3d
 tubelet embedding under the same names (VideoMAE v2, STMixer).
 
@@ -81,7 +81,7 @@ class _Attention(nn.Module):
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=False)
         # A key bias adds the same q.b to every logit of a query, which softmax cancels: BEiT and
-        # VideoMAE drop it, and seed 002's listing has q_bias / v_bias only.
+        # VideoMAE drop it, and VideoMAE v2 has q_bias / v_bias only.
         self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
         self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
         self.proj = nn.Linear(dim, dim)

@@ -11,7 +11,7 @@ from pgtrain.param_groups.plan import ParamDecision
 from pgtrain.param_groups.rules import Rule
 from pgtrain.utils.suggest import close_matches
 
-__all__ = ["select", "decide", "closest_names", "normalize_fresh"]
+__all__ = ["select", "decide", "closest_names", "fresh_indices", "normalize_fresh"]
 
 # A builder step applied before the rules, per parameter: (source, key, value) settings.
 StartFn = Callable[[int], Iterable[tuple[str, str, Any]]]
@@ -61,7 +61,7 @@ def select(rule: Rule, params: ModelParams, fresh: frozenset[str] | None) -> lis
         hinted = params.hinted_indices
         indices = [i for i in indices if (i in hinted) == sel["no_weight_decay_hint"]]
     if "fresh" in sel:
-        new = _fresh_indices(params, fresh)
+        new = fresh_indices(params, fresh)
         indices = [i for i in indices if (i in new) == sel["fresh"]]
     indices = list(indices)
     if not indices and not rule.optional and "fresh" not in sel:
@@ -133,7 +133,8 @@ def _is_bias(name: str) -> bool:
     return local == "bias" or local.endswith("_bias")
 
 
-def _fresh_indices(params: ModelParams, fresh: frozenset[str] | None) -> set[int]:
+def fresh_indices(params: ModelParams, fresh: frozenset[str] | None) -> set[int]:
+    """Returns the indices of the parameters named in `fresh` (buffers there are ignored)."""
     if not fresh:
         return set()
     # Names of buffers (e.g. running_mean) may be in `fresh`; only parameters matter here.

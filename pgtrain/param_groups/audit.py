@@ -33,7 +33,8 @@ def audit_param_groups(
     Raises:
         ConfigError: a tensor that is not a parameter of `model`; a parameter placed twice (also
             through a tied name); ``param_names`` that do not name the group's tensors; a
-            trainable parameter in no group (unless the builder froze it on purpose).
+            trainable parameter in no group (unless the builder froze it on purpose); a group
+            with no parameters (e.g. a generator passed to two groups).
     """
     params = params or collect_model_params(model)
     plan = groups.plan if isinstance(groups, ParamGroups) else None
@@ -91,7 +92,13 @@ def _normalize(group: dict[str, Any], i: int) -> dict[str, Any]:
         )
     else:
         entries = list(entries)
-    if entries and all(isinstance(e, tuple) and len(e) == 2 for e in entries):
+    if not entries:
+        raise ConfigError(
+            f"param group '{group['name']}' has no parameters; if one generator (such as "
+            "model.parameters()) was passed to two groups, the first group used it up: pass "
+            "lists, or let a param-group builder make the groups"
+        )
+    if all(isinstance(e, tuple) and len(e) == 2 for e in entries):
         group.setdefault("param_names", [str(e[0]) for e in entries])
         entries = [e[1] for e in entries]
     group["params"] = entries
@@ -177,8 +184,8 @@ def named_groups(
     """Returns ``(display name, group, parameter names)`` for builder groups or an optimizer's.
 
     `groups` is a list of group dicts or a ``torch.optim.Optimizer``. Names come from each group's
-    ``param_names``; groups without them are named through `model` by tensor identity (seed 003's
-    visualizer). A group without ``name`` shows as ``group{i}``.
+    ``param_names``; groups without them are named through `model` by tensor identity (as a
+    param-group visualizer does). A group without ``name`` shows as ``group{i}``.
 
     Raises:
         ConfigError: a group has no ``param_names`` and no `model` was given, or holds a tensor

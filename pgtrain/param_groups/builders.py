@@ -22,7 +22,14 @@ from torch import nn
 
 from pgtrain.config.lazy_call import accepts_keyword
 from pgtrain.errors import ConfigError
-from pgtrain.param_groups.assign import StartFn, decide, normalize_fresh
+from pgtrain.param_groups.assign import (
+    StartFn,
+    closest_names,
+    decide,
+    fresh_indices,
+    normalize_fresh,
+    select,
+)
 from pgtrain.param_groups.audit import audit_param_groups
 from pgtrain.param_groups.model_params import ModelParams, collect_model_params
 from pgtrain.param_groups.plan import BuildPlan, ParamGroups
@@ -187,11 +194,23 @@ def _check_numbers(**options: Any) -> None:
 
 def _rule_notes(rules: Sequence[Rule], params: ModelParams, fresh: frozenset | None) -> list[str]:
     notes = []
-    if fresh is None and any("fresh" in r.selectors for r in rules):
+    fresh_rules = [r for r in rules if r.selectors.get("fresh") is True]
+    if fresh is None and fresh_rules:
         notes.append(
             "fresh parameters are not known (no initial checkpoint was loaded), so "
             "rules selecting fresh=True matched nothing"
         )
+    elif fresh_rules:
+        count = len(fresh_indices(params, fresh))
+        for rule in fresh_rules:
+            if select(rule, params, fresh):
+                continue
+            why = (
+                "the initial weights provide every parameter"
+                if not count
+                else f"none of the {count} fresh parameters satisfies its other selectors"
+            )
+            notes.append(f"{rule.describe()} matched no parameter: {why}")
     if any("no_weight_decay_hint" in r.selectors for r in rules):
         unused = [h for h, hits in params.hint_matches.items() if not hits]
         if unused:
@@ -315,7 +334,8 @@ def head_multiplier_param_groups(
     fresh: Collection[str] | None = None,
     merge_labels: bool = False,
 ) -> ParamGroups:
-    """Seed 000/001's Mask R-CNN groups: ``backbone``, ``box_head``, ``mask_head``, ``other``.
+    """The Mask R-CNN fine-tuning recipe's groups: ``backbone``, ``box_head``, ``mask_head``,
+    ``other``.
 
     A name containing ``backbone`` is in ``backbone`` (base LR); else one containing
     ``box_predictor`` is in ``box_head`` and one containing ``mask_predictor`` in ``mask_head``
@@ -336,7 +356,7 @@ def head_multiplier_param_groups(
     _check_numbers(head_lr_multiplier=head_lr_multiplier, other_lr_multiplier=other_lr_multiplier)
     specs = [
         {"id": "backbone", "regex": "backbone", "group": "backbone"},
-        # The negative lookaheads keep seed 000's if/elif order: backbone first, then box, mask.
+        # The negative lookaheads keep the recipe's if/elif order: backbone first, then box, mask.
         {
             "id": "box_predictor",
             "regex": r"^(?!.*backbone).*box_predictor",
@@ -358,6 +378,7 @@ def head_multiplier_param_groups(
             "optional": True,
         },
     ]
+    params = collect_model_params(model)
     return plan_param_groups(
         model,
         [*parse_rules(specs, "head_multiplier"), *parse_rules(rules)],
@@ -365,5 +386,23 @@ def head_multiplier_param_groups(
         lr=lr,
         weight_decay=weight_decay,
         fresh=fresh,
+        notes=_missing_mask_predictor(params.names, other_lr_multiplier),
         merge_labels=merge_labels,
+        params=params,
     )
+
+
+def _missing_mask_predictor(names: Sequence[str], other_lr_multiplier: float) -> list[str]:
+    """Says so when no name has ``mask_predictor``: those parameters silently become ``other``."""
+    if any("mask_predictor" in n and "backbone" not in n for n in names):
+        return []
+    candidates = [n for n in names if "mask" in n and "backbone" not in n]
+    if not candidates:
+        return ["no mask_predictor in the model (a Faster R-CNN has none): no 'mask_head' group"]
+    closest = closest_names("mask_predictor", candidates)
+    near = ", ".join(f"'{n}'" for n in candidates if n in closest)  # in model order
+    return [
+        f"no parameter name contains 'mask_predictor', so there is no 'mask_head' group and the "
+        f"mask parameters ({near}) are in 'other' at {other_lr_multiplier:g}x; name the mask "
+        "predictor module 'mask_predictor' (as torchvision does) to give it the head LR"
+    ]

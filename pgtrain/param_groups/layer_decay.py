@@ -1,4 +1,4 @@
-"""The ``layer_decay`` builder: layer-wise LR decay for ViTs (BEiT, MAE, seed 002) and others."""
+"""The ``layer_decay`` builder: layer-wise LR decay for ViTs (BEiT, MAE, VideoMAE v2) and others."""
 
 from collections.abc import Collection, Iterable, Sequence
 from typing import Any
@@ -13,7 +13,7 @@ from pgtrain.param_groups.builders import (
     plan_param_groups,
 )
 from pgtrain.param_groups.layer_ids import Resolver, resolve_layer_ids
-from pgtrain.param_groups.model_params import collect_model_params
+from pgtrain.param_groups.model_params import ModelParams, collect_model_params
 from pgtrain.param_groups.plan import ParamGroups
 from pgtrain.param_groups.rules import parse_rules
 
@@ -57,10 +57,11 @@ def layer_decay_param_groups(
         resolver: a name in `LAYER_ID_RESOLVERS` (``auto``, ``vit``, ``torchvision_vit``,
             ``resnet``, ``sequence``) or a resolver function.
         prefix: where the layered part sits (``backbone.net``); found automatically if None.
-        num_layers: the depth; defaults to the number of blocks found (seed 002's
+        num_layers: the depth; defaults to the number of blocks found (STMixer's
             ``cfg.ViT.DEPTH``), and may not be smaller.
         skip: parameter names without weight decay (full names or dotted suffixes such as
-            ``pos_embed``); each must match a parameter.
+            ``pos_embed``); each must match a parameter, unless the model declares it in a
+            ``no_weight_decay()`` or as a buffer (then it is a note).
         rules: further rules, applied after the layer scales and the weight-decay exemptions.
         fresh: names of parameters the initial checkpoint did not provide.
         merge_labels: merge groups with equal hyperparameters across labels.
@@ -92,8 +93,16 @@ def layer_decay_param_groups(
         },
     ]
     skip = [skip] if isinstance(skip, str) else list(skip)  # a generator is read once
-    if skip:
-        specs.append({"id": "skip", "names": skip, "weight_decay": 0.0})
+    absent = _declared_but_absent(model, params, skip)
+    present = [name for name in skip if name not in absent]
+    if present:
+        specs.append({"id": "skip", "names": present, "weight_decay": 0.0})
+    notes = [f"layer ids: {found.source}"]
+    if absent:
+        notes.append(
+            f"skip names that are no parameter of this model (ignored): {', '.join(absent)} "
+            "(declared by no_weight_decay() or a buffer)"
+        )
     source = (
         f"layer_decay (decay={decay:g}, {found.source}; "
         f"scale = {decay:g} ** ({depth} + 1 - layer_id))"
@@ -107,10 +116,25 @@ def layer_decay_param_groups(
         fresh=fresh,
         start=start,
         sources={"layer_decay": source},
-        notes=[f"layer ids: {found.source}"],
+        notes=notes,
         merge_labels=merge_labels,
         params=params,
     )
+
+
+def _declared_but_absent(model: nn.Module, params: ModelParams, skip: list[str]) -> list[str]:
+    """Returns the `skip` names that match no parameter but that the model itself declares.
+
+    timm's idiom ``skip=list(model.no_weight_decay())`` names tokens (``dist_token``,
+    ``reg_token``) a given model may lack, and a fixed sin-cos ``pos_embed`` is a buffer; neither
+    is a typo. Any other name that matches nothing stays an error (raised by the ``skip`` rule).
+    """
+    declared = [*params.no_weight_decay_hints, *(n for n, _ in model.named_buffers())]
+
+    def names(entry: str, candidates: Iterable[str]) -> bool:
+        return any(c == entry or c.endswith("." + entry) for c in candidates)
+
+    return [e for e in skip if not names(e, params.all_names) and names(e, declared)]
 
 
 def _depth(num_layers: int | None, found: int) -> int:

@@ -4,13 +4,15 @@ A resolver is a plain function ``(model, names, prefix) -> LayerIds | None``: `n
 model's parameter names in order, `prefix` optionally says where the layered part sits
 (``"backbone.net"``), and None means "this naming is not in the model". Layer 0 is the input side
 (embeddings, stem), layer ``i + 1`` is block ``i``, and every parameter the resolver leaves out is
-the last layer, ``num_layers + 1`` (final norm, heads, necks), as in BEiT / MAE / seed 002.
+the last layer, ``num_layers + 1`` (final norm, heads, necks), as in BEiT / MAE / VideoMAE v2.
 Register your own with ``@LAYER_ID_RESOLVERS.register("name")`` and select it by name.
 """
 
+import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -44,7 +46,7 @@ class LayerIds:
 
 Resolver = Callable[[nn.Module, Sequence[str], str | None], LayerIds | None]
 
-# ViT naming of seed 002, BEiT, MAE, timm and pgtrain's ViT: `<prefix>blocks.<i>.`.
+# ViT naming of VideoMAE v2, BEiT, MAE, timm and pgtrain's ViT: `<prefix>blocks.<i>.`.
 _VIT_BLOCK = re.compile(r"^((?:[^.]+\.)*?)blocks\.(\d+)\.")
 _VIT_EMBED = frozenset(
     {"cls_token", "mask_token", "dist_token", "reg_token", "pos_embed", "patch_embed"}
@@ -59,7 +61,7 @@ _RESNET_STEM = ("conv1.", "bn1.", "stem.")
 
 @LAYER_ID_RESOLVERS.register("vit")
 def resolve_vit(model: nn.Module, names: Sequence[str], prefix: str | None) -> LayerIds | None:
-    """ViT names (seed 002, timm, BEiT, MAE): ``cls_token``/``pos_embed``/``patch_embed`` are 0,
+    """ViT names (VideoMAE v2, timm, BEiT, MAE): ``cls_token``/``pos_embed``/``patch_embed`` are 0,
     ``blocks.i`` is ``i + 1``, wherever the ViT sits (``backbone.net.blocks.3``)."""
     return _resolve_numbered(
         "vit",
@@ -141,12 +143,88 @@ def resolve_sequence(model: nn.Module, names: Sequence[str], prefix: str | None)
     return LayerIds(ids, len(children), f"sequence '{path or '<model>'}' ({len(children)} blocks)")
 
 
+# timm's group_matcher suffix meaning "same layer as the group before" (a ViT's final norm).
+_MATCH_PREV_GROUP = 99999.0
+
+
+@LAYER_ID_RESOLVERS.register("group_matcher")
+def resolve_group_matcher(
+    model: nn.Module, names: Sequence[str], prefix: str | None
+) -> LayerIds | None:
+    """timm-style hints: the layers a module's ``group_matcher(coarse=False)`` declares.
+
+    The first module (the model itself, or the one at `prefix`) with a ``group_matcher`` method
+    orders its parameters as timm's ``param_groups_layer_decay`` does: each name gets the ordinal
+    of the first matching pattern (plus the pattern's numbers), ordinals are numbered in sorted
+    order, a ``(99999,)`` suffix joins the group before it (timm's ViT puts the final ``norm``
+    with the last block), and unmatched names (the head) come last. The last group is at scale 1.
+    """
+    found = _group_matcher_module(model, prefix)
+    if found is None:
+        return None
+    head, module = found
+    ordinal = _ordinal_fn(module.group_matcher(coarse=False))
+    keys = {n: ordinal(n[len(head) :]) for n in names if n.startswith(head)}
+    layer_of_key: dict[tuple, int] = {}
+    lid = -1
+    for key in sorted(set(keys.values())):
+        if lid < 0 or key[-1] != _MATCH_PREV_GROUP:
+            lid += 1
+        layer_of_key[key] = lid
+    ids = {n: layer_of_key[k] for n, k in keys.items()}
+    # The last group takes scale 1, as in timm; parameters outside the module join it when the
+    # module has an unmatched (head) group, else they form a last layer of their own.
+    has_head = any(k == (math.inf,) for k in keys.values()) or len(keys) == len(names)
+    num_layers = lid - 1 if has_head else lid
+    where = head.rstrip(".") or "<model>"
+    return LayerIds(ids, num_layers, f"group_matcher of '{where}' ({lid + 1} layer groups)")
+
+
+def _group_matcher_module(model: nn.Module, prefix: str | None) -> tuple[str, nn.Module] | None:
+    wanted = None if prefix is None else prefix.rstrip(".")
+    for path, module in model.named_modules():
+        if wanted not in (None, path):
+            continue
+        if callable(getattr(type(module), "group_matcher", None)):
+            return (f"{path}." if path else ""), module
+    return None
+
+
+def _ordinal_fn(spec: Any) -> Callable[[str], tuple]:
+    """Turns a group_matcher's answer (a dict of patterns, or a function) into name -> ordinal."""
+    if callable(spec):
+
+        def call(name: str) -> tuple:
+            value = spec(name)
+            return tuple(value) if isinstance(value, Iterable) else (value,)
+
+        return call
+    compiled = []
+    for position, patterns in enumerate(spec.values()):
+        if patterns is None:
+            continue
+        if isinstance(patterns, str):
+            patterns = [(patterns, None)]
+        for pattern, suffix in patterns:
+            compiled.append((re.compile(pattern), (float(position),), suffix))
+
+    def match(name: str) -> tuple:
+        for regex, start, suffix in compiled:
+            m = regex.match(name)
+            if m:
+                numbers = [float(g) for g in m.groups() if g is not None]
+                return (*start, *numbers, *(float(x) for x in suffix or ()))
+        return (math.inf,)
+
+    return match
+
+
 @LAYER_ID_RESOLVERS.register("auto")
 def resolve_auto(model: nn.Module, names: Sequence[str], prefix: str | None) -> LayerIds | None:
-    """Tries ``vit``, ``torchvision_vit``, ``resnet`` and then ``sequence``; the first that
-    recognizes the model's names wins."""
+    """Tries ``group_matcher`` (a timm model's own hints), ``vit``, ``torchvision_vit``,
+    ``resnet`` and then ``sequence``; the first that recognizes the model wins."""
     reasons = []
-    for key in ("vit", "torchvision_vit", "resnet", "sequence"):
+    for key in ("group_matcher", "vit", "torchvision_vit", "resnet", "sequence"):
         try:
             found = LAYER_ID_RESOLVERS.get(key)(model, names, prefix)
         except ConfigError as e:  # e.g. two ViTs: let a later resolver try

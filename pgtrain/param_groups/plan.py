@@ -1,5 +1,6 @@
 """What a builder decided for each parameter, and the group list that carries it."""
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,16 @@ class ParamDecision:
         for d in self.shape:
             n *= d
         return n
+
+    def composition(self, key: str = "lr_mult") -> str | None:
+        """Says how multipliers from several sources compose, e.g. ``rules[0] 10 x head 10 =
+        100x``; None when fewer than two sources multiply this parameter (factors of 1 do not
+        count)."""
+        factors = [(source, value) for source, k, value in self.applied if k == key and value != 1]
+        if len({source for source, _ in factors}) < 2:
+            return None
+        product = math.prod(value for _, value in factors)
+        return " x ".join(f"{source} {value:g}" for source, value in factors) + f" = {product:g}x"
 
     def sources(self) -> list[str]:
         """Returns the ids of the rules and builder steps that applied, in order, once each."""
@@ -117,6 +128,10 @@ class ParamGroups(list):
             f"  weight_decay = {d.weight_decay:.6g}"
             f"{_base(self.plan.base_weight_decay, 'weight_decay', d.applied)}"
         )
+        for key, label in (("lr_mult", "lr"), ("wd_mult", "weight_decay")):
+            composed = d.composition(key)
+            if composed:
+                lines.append(f"  {label} multipliers compose: {composed}")
         for key, value in d.options.items():
             lines.append(f"  {key} = {value!r}")
         if not d.applied:

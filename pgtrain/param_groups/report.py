@@ -56,20 +56,31 @@ def format_param_group_table(groups: Groups, model: nn.Module | None = None) -> 
     then the totals of trainable and frozen parameters, tied parameters and the build's notes.
     """
     s = _summarize(groups, model)
+    # After a scheduler took the groups' LRs, `lr` is the first iteration's (warmup included) and
+    # `initial_lr` the one the schedule multiplies: show both when they differ.
+    scheduled = any(_differs(g.get("initial_lr"), g.get("lr")) for _, g, _ in s.named)
     rows = [("group", "tensors", "parameters", "lr", "lr scale", "weight decay", "rules applied")]
+    if scheduled:
+        rows[0] = (*rows[0][:4], "lr at iter 0", *rows[0][4:])
+    composed = _compositions(s)
     for name, group, _ in s.named:
+        lr = _num(group, "initial_lr") if "initial_lr" in group else _num(group, "lr")
+        first = (_num(group, "lr"),) if scheduled else ()
+        mark = "*" if composed.get(name) else ""
         rows.append(
             (
                 name,
                 f"{len(group['params']):,}",
                 f"{_numel(group['params']):,}",
-                _num(group, "lr"),
-                _num(group, "lr_scale"),
+                lr,
+                *first,
+                _num(group, "lr_scale") + mark,
                 _num(group, "weight_decay"),
                 ", ".join(group.get("rules", ())) or "-",
             )
         )
-    lines = [_header(s.plan), *_align(rows, right=(1, 2, 3, 4, 5))]
+    numeric = tuple(range(1, 7 if scheduled else 6))
+    lines = [_header(s.plan), *_align(rows, right=numeric)]
     tensors = sum(len(g["params"]) for _, g, _ in s.named)
     values = sum(_numel(g["params"]) for _, g, _ in s.named)
     frozen = sum(_prod(shape) for _, shape in s.frozen)
@@ -79,13 +90,33 @@ def format_param_group_table(groups: Groups, model: nn.Module | None = None) -> 
     )
     for name, others in s.aliases.items():
         lines.append(f"tied: '{name}' is also {', '.join(repr(o) for o in others)} (placed once)")
+    for name, ways in composed.items():
+        if ways:
+            lines.append(f"* '{name}': multipliers from several rules compose: {'; '.join(ways)}")
     lines += [f"note: {note}" for note in (s.plan.notes if s.plan else ())]
     return "\n".join(lines)
 
 
+def _compositions(s: _Summary) -> dict[str, list[str]]:
+    """Returns, per group, the distinct ways several rules' LR multipliers compose in it."""
+    if s.plan is None:
+        return {}
+    found = {}
+    for name, _, names in s.named:
+        ways = (s.plan.decisions[n].composition() for n in names if n in s.plan.decisions)
+        found[name] = [w for w in dict.fromkeys(ways) if w]
+    return found
+
+
+def _differs(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return False
+    return abs(float(a) - float(b)) > 1e-12 * max(abs(float(a)), abs(float(b)), 1e-30)
+
+
 def format_param_group_details(groups: Groups, model: nn.Module | None = None) -> str:
     """Returns the verbose listing: per group its lr, eps, weight_decay, betas or momentum, and
-    every parameter's name and shape (seed 003's visualizer)."""
+    every parameter's name and shape (a param-group visualizer's listing)."""
     s = _summarize(groups, model)
     width = max((len(n) for _, _, names in s.named for n in names), default=0)
     lines = []

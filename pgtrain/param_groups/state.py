@@ -1,10 +1,10 @@
 """Optimizer state keyed by parameter name, so a resume survives a change of grouping.
 
-``torch.optim.Optimizer.state_dict()`` keys state by position across groups, so regrouping (seed
-001: trained with one LR for everything, resumed with a 10x head multiplier) would hand one
-parameter's momentum to another. `optimizer_state_by_name` keys it by parameter name instead;
-`load_optimizer_state_by_name` restores each parameter's state by name into an optimizer built
-with the current config, whose hyperparameters stay as they are.
+``torch.optim.Optimizer.state_dict()`` keys state by position across groups, so regrouping (the Mask
+R-CNN fine-tuning case: trained with one LR for everything, resumed with a 10x head multiplier)
+would hand one parameter's momentum to another. `optimizer_state_by_name` keys it by parameter name
+instead; `load_optimizer_state_by_name` restores each parameter's state by name into an optimizer
+built with the current config, whose hyperparameters stay as they are.
 """
 
 import logging
@@ -172,8 +172,8 @@ def optimizer_state_from_torch(
 ) -> dict[str, Any]:
     """Converts a torch ``optimizer.state_dict()`` (keyed by position) to the name-keyed form.
 
-    For checkpoints saved before pgtrain (seed 001's older checkpoints). Names come from the
-    saved groups' ``param_names`` when present; otherwise `names` lists the parameter names in
+    For checkpoints saved before pgtrain (older checkpoints of a fine-tuning run). Names come from
+    the saved groups' ``param_names`` when present; otherwise `names` lists the parameter names in
     the order the old optimizer saw them, e.g. ``[n for n, _ in model.named_parameters()]`` for
     ``SGD(model.parameters())``. Shapes are taken from the state tensors that have one.
 

@@ -2,7 +2,7 @@
 
 The effective batch is what one optimizer step sees: per-process batch × world size ×
 accumulation steps. The "linear" rule scales the LR by ``effective / reference``, the "sqrt"
-rule by ``sqrt(effective / reference)`` (seed 003: batch 64 → 128 multiplies each LR by √2).
+rule by ``sqrt(effective / reference)`` (batch 64 → 128 multiplies each LR by √2).
 Every group is scaled by the same factor, so the ratios between groups stay.
 """
 
@@ -119,7 +119,8 @@ class DynamicLRScaling:
 
     With an `LRMultiplier` target the factor is the scheduler's ``lr_factor``, which multiplies
     the schedule, so the next scheduler step keeps the scaling. With a bare optimizer (no
-    scheduler, as in seed 003) each group's LR becomes its LR at construction × the factor.
+    scheduler, as in a plain training loop) each group's LR becomes its LR at construction ×
+    the factor.
 
     Args:
         target: the LRMultiplier (or the optimizer) whose LRs to scale.

@@ -31,7 +31,7 @@ _EPS = 1e-9
 
 
 def warmup_factor_at(where: float, length: float, factor: float, method: str) -> float:
-    """Returns seed 002's warmup factor at `where`, 1 once `where` reaches `length`.
+    """Returns STMixer's warmup factor at `where`, 1 once `where` reaches `length`.
 
     "linear" interpolates from `factor` (at 0) to 1 (at `length`); "constant" is `factor`
     throughout the warmup.
@@ -59,7 +59,7 @@ def check_warmup(length: float, factor: float, method: str) -> None:
 class WarmupSchedule(ParamScheduler):
     """Multiplies a schedule by a warmup ramp over the first `length` of training.
 
-    This is seed 002's ``WarmupMultiStepLR`` rule: the warmup factor multiplies whatever the
+    This is STMixer's ``WarmupMultiStepLR`` rule: the warmup factor multiplies whatever the
     schedule gives (so a milestone inside the warmup still applies), and at the end of the warmup
     the schedule continues without a jump.
 

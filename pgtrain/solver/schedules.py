@@ -10,7 +10,7 @@ Arguments shared by the entries:
   ``"fraction"`` (default) of training, so overriding ``train.max_iter`` rescales them;
   ``"iter"`` needs ``max_iter``; ``"epoch"`` needs ``max_iter`` and ``iters_per_epoch``.
 - ``max_iter``, ``iters_per_epoch``: for the unit conversion (``max_iter="${train.max_iter}"``).
-- ``warmup_length``, ``warmup_factor``, ``warmup_method``: seed 002's warmup, as a factor that
+- ``warmup_length``, ``warmup_factor``, ``warmup_method``: STMixer's warmup, as a factor that
   multiplies the schedule: ``"linear"`` from ``warmup_factor`` to 1, or ``"constant"``
   ``warmup_factor``, for ``warmup_length`` (0 disables it).
 
@@ -138,7 +138,7 @@ def multistep_schedule(
     max_iter: int | None = None,
     iters_per_epoch: int | None = None,
 ) -> ParamScheduler:
-    """Returns seed 002's WarmupMultiStepLR: ``gamma ** (milestones passed)`` times the warmup.
+    """Returns STMixer's WarmupMultiStepLR: ``gamma ** (milestones passed)`` times the warmup.
 
     Args:
         milestones: strictly increasing positions where the multiplier drops by `gamma`.
@@ -192,10 +192,10 @@ def half_period_cosine_schedule(
     max_iter: int | None = None,
     iters_per_epoch: int | None = None,
 ) -> ParamScheduler:
-    """Returns seed 002's HalfPeriodCosStepLR: the warmup factor, then ``(1 + cos(pi where)) / 2``.
+    """Returns STMixer's HalfPeriodCosStepLR: the warmup factor, then ``(1 + cos(pi where)) / 2``.
 
     Unlike the other entries, the warmup replaces the cosine instead of multiplying it, as in
-    the seed; the cosine runs over the whole of training (not from the end of the warmup).
+    STMixer; the cosine runs over the whole of training (not from the end of the warmup).
     """
     units = ScheduleUnits(unit, max_iter, iters_per_epoch)
     length = min(units.fraction(warmup_length, "warmup_length"), 1.0)

@@ -4,10 +4,10 @@
     python tools/train_net.py --config projects/maskrcnn/config.py \\
         model.backbone.name=resnet50_fpn model.backbone.fpn_channels=256 train.device=cuda
 
-Seed 001's situation for real: a pretrained backbone, and everything the ImageNet weights did not
-provide (FPN, RPN, box and mask heads and the new predictors) selected by a `fresh` rule and
-trained at 10x the backbone's LR. The slim settings (FPN 128 on P3-P6, RPN 600/300, box batch 64,
-small heads, RoIAlign sampling ratio 1, 256 px) make it affordable on 2 CPU cores.
+The Mask R-CNN fine-tuning situation for real: a pretrained backbone, and everything the ImageNet
+weights did not provide (FPN, RPN, box and mask heads and the new predictors) selected by a `fresh`
+rule and trained at 10x the backbone's LR. The slim settings (FPN 128 on P3-P6, RPN 600/300, box
+batch 64, small heads, RoIAlign sampling ratio 1, 256 px) make it affordable on 2 CPU cores.
 """
 
 from configs.common.optim import SGD
@@ -98,8 +98,8 @@ optimizer = SGD
 optimizer.lr = 0.005
 optimizer.weight_decay = 1e-4
 optimizer.params.builder = "rules"
-# New layers (not provided by the ImageNet weights) learn at 10x: seed 001's fix, found
-# without string matching.
+# New layers (not provided by the ImageNet weights) learn at 10x: the fine-tuning recipe's fix,
+# found without string matching.
 optimizer.params.rules = [dict(fresh=True, lr_mult=10.0, group="new")]
 
 lr_scheduler = multistep

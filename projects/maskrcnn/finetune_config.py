@@ -1,4 +1,4 @@
-"""Fine-tuning (seed 001): start from the base model trained on shapes set A, train on set B.
+"""Mask R-CNN fine-tuning: start from the base model trained on shapes set A, train on set B.
 
     python tools/train_net.py --config projects/maskrcnn/finetune_config.py \\
         train.init_checkpoint=output/maskrcnn/model_final.pth
@@ -6,8 +6,8 @@
 Set B has other classes (star, hexagon, cross, ring), so the box and mask predictors change shape:
 the checkpointer skips their old weights and reports them as fresh, and the `fresh` rule trains
 exactly those at 10x while everything else starts from the base model. Compare with
-``optimizer.params.rules=[]`` (one LR for everything, the seed's bug) or
-``--head-lr-multiplier 10`` (the seed's name-matching fix); `finetune_study.py` runs all three.
+``optimizer.params.rules=[]`` (one LR for everything, the recipe's bug) or
+``--head-lr-multiplier 10`` (the recipe's name-matching fix); `finetune_study.py` runs all three.
 """
 
 from .config import dataloader, lr_scheduler, model, optimizer, shapes, train

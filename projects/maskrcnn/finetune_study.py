@@ -1,18 +1,19 @@
 #!/usr/bin/env python
-"""Seed 001's fine-tuning study, reproduced: which LRs should new box/mask predictors get?
+"""The Mask R-CNN fine-tuning study, reproduced: which LRs should new box/mask predictors get?
 
     .venv/bin/python projects/maskrcnn/finetune_study.py --out output/finetune_study
 
 1. Trains a base model on shapes set A (`config.py`), or reuses ``--base`` weights.
 2. Fine-tunes it on set B (new classes, so new predictors) at the same budget three ways:
-   ``uniform`` (one LR for everything: the seed's bug), ``head_multiplier`` (box and mask
-   predictors at 10x, the rest of the detector 5x: the seed's name-matching fix) and ``fresh``
+   ``uniform`` (one LR for everything: the recipe's bug), ``head_multiplier`` (box and mask
+   predictors at 10x, the rest of the detector 5x: the recipe's name-matching fix) and ``fresh``
    (exactly the parameters the checkpoint could not provide at 10x).
 3. Resumes the uniform run with the multiplier switched on (`--head-lr-multiplier 10`) for
    ``--extra-iters`` more iterations: optimizer state is restored by name into the new groups.
 
 Prints and writes ``<out>/results.md``: segm AP, bbox AP, and the median predicted / ground-truth
-mask area of matched detections (seed 001's "small masks" symptom) for each run.
+mask area of matched detections (the "small masks" symptom of an undertrained mask head) for
+each run.
 """
 
 import argparse
@@ -27,7 +28,7 @@ BASE_CONFIG = "projects/maskrcnn/config.py"
 FINETUNE_CONFIG = "projects/maskrcnn/finetune_config.py"
 VARIANTS = {
     "uniform": ["optimizer.params.rules=[]"],
-    "head_multiplier": ["optimizer.params.rules=[]", "--head-lr-multiplier", "10"],
+    "head_multiplier": ["--head-lr-multiplier", "10"],  # replaces the config's fresh rule
     "fresh": [],  # finetune_config.py's own rule: fresh=True, lr_mult=10
 }
 
@@ -90,7 +91,7 @@ def main() -> None:
         run_dir = f"{out}/{name}"
         train_net("--config", FINETUNE_CONFIG, *overrides, f"train.output_dir={run_dir}", *common)
         rows.append(row(name, args.iters, final_metrics(run_dir)))
-    # The seed's "resume with the multiplier switched on", on a copy of the uniform run.
+    # The recipe's "resume with the multiplier switched on", on a copy of the uniform run.
     resumed = f"{out}/uniform_then_head_multiplier"
     shutil.rmtree(resumed, ignore_errors=True)
     shutil.copytree(f"{out}/uniform", resumed)

@@ -1,8 +1,8 @@
-"""STMixerLike: the parameter layout of seed 002's STMixer, a ViT backbone plus an `encoder.`.
+"""STMixerLike: the parameter layout of STMixer, a ViT backbone plus an `encoder.`.
 
-Only the layout matters here (for the seed-002 param-group parity): a VideoMAE v2 style
+Only the layout matters here (for the STMixer param-group parity): a VideoMAE v2 style
 ViT-B (no cls token, fixed sin-cos positions, so neither is a parameter) under `backbone.`, and
-a small detection "encoder" whose parameters seed 002 puts in groups of their own.
+a small detection "encoder" whose parameters STMixer leaves out of the backbone's groups.
 """
 
 import torch

@@ -1,14 +1,15 @@
-"""Seed 002's STMixer optimizer, expressed as pgtrain param-group rules (inspection only).
+"""The STMixer / VideoMAE v2 optimizer as a pgtrain config (inspection only).
 
     python tools/inspect_param_groups.py --config projects/vit/stmixer_config.py --verbose
-    python tools/inspect_param_groups.py --config projects/vit/stmixer_config.py --verbose \\
-        optimizer.params.builder=layer_decay +optimizer.params.decay=0.75
+    python tools/inspect_param_groups.py --config projects/vit/stmixer_config.py \\
+        optimizer.params.decay=1.0     # the VMAEv2-ViTB config: no layer decay
 
-The seed's rule: a bias, a 1-D parameter or a skip-list name (`pos_embed`) gets no weight decay;
-names under `encoder.` get groups of their own: decay / no-decay x encoder / others. With layer
-decay 1.0 (the VMAEv2-ViTB config) the backbone lands in the seed's two printed groups,
-`decay_others` and `no_decay_others`; with the `layer_decay` builder the groups split per layer
-with ``scale = 0.75 ** (depth + 1 - layer_id)``.
+STMixer builds its groups with `get_parameter_groups(model.backbone, ...)`: layer-wise LR decay
+over the ViT backbone only (``scale = 0.75 ** (depth + 1 - layer_id)``: embeddings are layer 0,
+``blocks.i`` layer i + 1), no weight decay for a bias, a 1-D parameter or a skip-list name
+(`pos_embed`); then every parameter outside the backbone goes to one `rest` group at the
+optimizer's own LR and weight decay (1e-4, biases and norms included). With decay 1.0 every
+backbone layer is at scale 1, as in the VMAEv2-ViTB config.
 """
 
 import torch
@@ -32,21 +33,23 @@ model = L(STMixerLike)(
     num_classes=80,
 )
 
-_NO_DECAY = dict(weight_decay=0.0)
 optimizer = L(torch.optim.AdamW)(
     params=L(build_param_groups)(
-        builder="rules",
+        builder="layer_decay",
         lr="${..lr}",
         weight_decay="${..weight_decay}",
+        decay=0.75,  # cfg.ViT.LAYER_DECAY of the default config (1.0 in VMAEv2-ViTB's)
+        prefix="backbone",  # layer ids for the backbone only
+        skip=["pos_embed"],  # cfg.ViT.NO_WEIGHT_DECAY; a fixed sin-cos buffer here (a note)
         rules=[
-            dict(match="*", group="decay_others"),
-            dict(match="encoder.*", group="decay_encoder"),
-            dict(bias=True, group="no_decay_others", **_NO_DECAY),
-            dict(max_ndim=1, group="no_decay_others", **_NO_DECAY),
-            # The seed's skip list; VideoMAE v2's pos_embed is a fixed buffer: may match nothing.
-            dict(names=["pos_embed"], group="no_decay_others", optional=True, **_NO_DECAY),
-            dict(match="encoder.*", bias=True, group="no_decay_encoder", **_NO_DECAY),
-            dict(match="encoder.*", max_ndim=1, group="no_decay_encoder", **_NO_DECAY),
+            # Everything outside the backbone is one group at the optimizer's own LR and weight
+            # decay, biases and norms included (the STMixer `rest_parameters` group).
+            dict(
+                id="rest",
+                regex=r"^(?!backbone\.)",
+                group="rest",
+                weight_decay="${....weight_decay}",
+            )
         ],
     ),
     lr=1e-4,

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from pgtrain.checkpoint import Checkpointer, PeriodicCheckpointer
+from pgtrain.checkpoint import Checkpointer
+from pgtrain.engine import PeriodicCheckpointer
 from pgtrain.engine.hook_base import HookBase
 from pgtrain.errors import ConfigError
 

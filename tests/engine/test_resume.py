@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from pgtrain.checkpoint import Checkpointer, PeriodicCheckpointer
+from pgtrain.checkpoint import Checkpointer
 from pgtrain.data import ToyClassificationDataset, build_train_loader
-from pgtrain.engine import HookBase, IterationTimer, LRSchedulerHook, Trainer
+from pgtrain.engine import HookBase, IterationTimer, LRSchedulerHook, PeriodicCheckpointer, Trainer
 from pgtrain.modeling import MLPClassifier
 from pgtrain.solver import LRMultiplier, build_schedule
 

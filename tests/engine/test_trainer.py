@@ -148,7 +148,8 @@ def test_model_must_return_a_loss_dict(toy_dataset):
 
 
 def test_nan_loss_never_reaches_a_checkpoint(toy_model, toy_dataset, tmp_path):
-    from pgtrain.checkpoint import Checkpointer, PeriodicCheckpointer
+    from pgtrain.checkpoint import Checkpointer
+    from pgtrain.engine import PeriodicCheckpointer
 
     class Poison(HookBase):
         def before_step(self):

@@ -184,7 +184,14 @@ def test_layer_decay_option_errors(vit, options, message):
 
 
 def test_resolvers_are_registered():
-    assert LAYER_ID_RESOLVERS.names() == ["auto", "resnet", "sequence", "torchvision_vit", "vit"]
+    assert LAYER_ID_RESOLVERS.names() == [
+        "auto",
+        "group_matcher",
+        "resnet",
+        "sequence",
+        "torchvision_vit",
+        "vit",
+    ]
 
 
 def test_auto_fails_with_a_hint_when_nothing_is_layered():

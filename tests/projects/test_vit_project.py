@@ -6,21 +6,10 @@ import os
 import pytest
 
 from pgtrain.config import LazyConfig, instantiate
+from pgtrain.engine import build_run
 from pgtrain.solver import build_param_groups_from_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BLOCK_DECAY = ["attn.qkv.weight", "attn.proj.weight", "mlp.fc1.weight", "mlp.fc2.weight"]
-BLOCK_NO_DECAY = [
-    "norm1.weight",
-    "norm1.bias",
-    "attn.q_bias",
-    "attn.v_bias",
-    "attn.proj.bias",
-    "norm2.weight",
-    "norm2.bias",
-    "mlp.fc1.bias",
-    "mlp.fc2.bias",
-]
 # The names seed 002 prints (its listing elides some), in its order.
 SEED_DECAY = [
     "patch_embed.proj.weight",
@@ -42,26 +31,43 @@ SEED_NO_DECAY_TAIL = [
 ]
 
 
-def backbone_groups(report):
-    """{group: [parameter names relative to the backbone]} for the backbone's parameters."""
+def stmixer_reference(model, *, lr, weight_decay, decay, skip=("pos_embed",)):
+    """STMixer's own grouping, per parameter: ``{name: (lr, weight_decay)}``.
+
+    `get_parameter_groups(model.backbone, ...)`: layer ids over the backbone only (embeddings 0,
+    ``blocks.i`` i + 1, the rest depth + 1; scale ``decay ** (depth + 1 - id)``, or 1 without
+    layer decay), no weight decay for 1-D parameters, biases and the skip list; then
+    `rest_parameters`: every parameter whose name lacks "backbone", at the optimizer's own LR
+    and weight decay.
+    """
+    backbone = model.backbone
+    depth = len(backbone.blocks)
+
+    def layer_id(name):
+        if name in ("cls_token", "mask_token", "pos_embed") or name.startswith("patch_embed"):
+            return 0
+        if name.startswith("blocks."):
+            return int(name.split(".")[1]) + 1
+        return depth + 1
+
     out = {}
-    for group in report["groups"]:
-        names = [
-            p["name"][len("backbone.") :]
-            for p in group["params"]
-            if p["name"].startswith("backbone.")
-        ]
-        if names:
-            out[group["name"]] = names
+    for name, p in backbone.named_parameters():
+        no_decay = p.ndim == 1 or name.endswith(".bias") or name in skip
+        scale = decay ** (depth + 1 - layer_id(name)) if decay < 1 else 1.0
+        out[f"backbone.{name}"] = (lr * scale, 0.0 if no_decay else weight_decay)
+    for name, _ in model.named_parameters():
+        if "backbone" not in name:
+            out[name] = (lr, weight_decay)
     return out
 
 
-def is_subsequence(short, long):
-    it = iter(long)
-    return all(name in it for name in short)
+def per_parameter(groups):
+    return {p["name"]: (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
 
 
-def test_seed_002_listing_reproduced_name_by_name(tmp_path, run_tool):
+def test_stmixer_grouping_reproduced_parameter_by_parameter(tmp_path, run_tool):
+    # Observed: the config read STMixer's `encoder.` groups as the model-level encoder; STMixer
+    # groups the backbone only, and everything else is one rest group at the optimizer's values.
     out = tmp_path / "groups.json"
     proc = run_tool(
         "inspect_param_groups.py",
@@ -71,47 +77,38 @@ def test_seed_002_listing_reproduced_name_by_name(tmp_path, run_tool):
         "--json",
         str(out),
     )
-    groups = backbone_groups(json.loads(out.read_text()))
-    decay = ["patch_embed.proj.weight"] + [
-        f"blocks.{i}.{n}" for i in range(12) for n in BLOCK_DECAY
-    ]
-    no_decay = (
-        ["patch_embed.proj.bias"]
-        + [f"blocks.{i}.{n}" for i in range(12) for n in BLOCK_NO_DECAY]
-        + ["norm.weight", "norm.bias"]
-    )
-    assert groups == {"decay_others": decay, "no_decay_others": no_decay}
-    assert is_subsequence(SEED_DECAY, decay) and no_decay[-4:] == SEED_NO_DECAY_TAIL
     report = json.loads(out.read_text())
-    hparams = {g["name"]: (g["weight_decay"], g["lr_scale"]) for g in report["groups"]}
-    assert hparams == {
-        "decay_others": (1e-4, 1.0),
-        "no_decay_others": (0.0, 1.0),
-        "decay_encoder": (1e-4, 1.0),
-        "no_decay_encoder": (0.0, 1.0),
-    }
+    cfg = LazyConfig.load(os.path.join(ROOT, "projects", "vit", "stmixer_config.py"))
+    expected = stmixer_reference(instantiate(cfg.model), lr=1e-4, weight_decay=1e-4, decay=0.75)
+    got = per_parameter(report["groups"])
+    assert list(got) == list(expected) or sorted(got) == sorted(expected)
+    for name, (lr, wd) in expected.items():
+        assert got[name][0] == pytest.approx(lr, rel=1e-12), name
+        assert got[name][1] == wd, name
+    rest = [g for g in report["groups"] if not g["params"][0]["name"].startswith("backbone.")]
+    assert [g["name"] for g in rest] == ["rest"]
+    assert [p["name"] for p in rest[0]["params"]] == [
+        n for n in expected if not n.startswith("backbone.")
+    ]
+    # The names STMixer prints (its listing elides some) keep their decay / no-decay split.
+    for name in SEED_DECAY:
+        assert got[f"backbone.{name}"][1] == 1e-4, name
+    for name in SEED_NO_DECAY_TAIL:
+        assert got[f"backbone.{name}"][1] == 0.0, name
     assert "- backbone.blocks.11.attn.v_bias" in proc.stdout  # the verbose listing
+    assert "skip names that are no parameter of this model (ignored): pos_embed" in proc.stdout
 
 
-def test_seed_002_layer_decay_075_splits_per_layer_with_the_formula(tmp_path):
+def test_stmixer_without_layer_decay_is_the_vmaev2_vitb_grouping():
     cfg = LazyConfig.load(os.path.join(ROOT, "projects", "vit", "stmixer_config.py"))
     LazyConfig.apply_overrides(
-        cfg, ["optimizer.params.builder=layer_decay", "+optimizer.params.decay=0.75"]
+        cfg,
+        ["optimizer.params.decay=1.0", "model.backbone.name=vit_tiny", "+model.backbone.depth=2"],
     )
-    model = instantiate(cfg.model)
-    groups = build_param_groups_from_config(cfg.optimizer, model)
-    lr = {n: g["lr"] for g in groups for n in g["param_names"]}
-
-    def layer(name):
-        if name.startswith("backbone.patch_embed"):
-            return 0
-        if name.startswith("backbone.blocks."):
-            return int(name.split(".")[2]) + 1
-        return 13
-
-    for name, value in lr.items():
-        assert value == pytest.approx(1e-4 * 0.75 ** (13 - layer(name))), name
-    assert len({g["name"] for g in groups}) >= 2 * 14  # decay / no-decay per layer
+    run = build_run(cfg, device="cpu")
+    expected = stmixer_reference(run.model, lr=1e-4, weight_decay=1e-4, decay=1.0)
+    got = {n: (g["lr"], g["weight_decay"]) for g in run.groups for n in g["param_names"]}
+    assert got == expected
 
 
 def test_vitdet_plan_multiplies_layer_decay_and_head_multiplier():

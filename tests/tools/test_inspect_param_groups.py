@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -27,13 +29,17 @@ def test_table_verbose_explain_and_json(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
-    assert "default       10       9,664  0.01         1        0.0001  -" in text
-    assert "head           2         260   0.1        10        0.0001  rules[0]" in text
+    assert "default       10       9,664  0.01         1e-05         1        0.0001  -" in text
+    assert (
+        "head           2         260   0.1        0.0001        10        0.0001  rules[0]" in text
+    )
     assert "- blocks.1.fc.weight   | shape: (64, 64)" in text and "momentum: 0.9" in text
     assert "by rules[0] (match='head.*'): lr_mult=10.0, group='head'" in text
     report = json.loads(out.read_text())
     groups = {g["name"]: g for g in report["groups"]}
-    assert groups["head"]["lr"] == 0.1 and groups["head"]["lr_scale"] == 10
+    # lr: the first iteration's (warmup starts at 0.001x); initial_lr: what the schedule scales
+    assert groups["head"]["initial_lr"] == 0.1 and groups["head"]["lr_scale"] == 10
+    assert groups["head"]["lr"] == pytest.approx(0.1 * 0.001)
     assert [p["name"] for p in groups["head"]["params"]] == ["head.weight", "head.bias"]
 
 

@@ -1,0 +1,55 @@
+"""The repo's config files, and how tests make each one a full, tiny run."""
+
+import glob
+import os
+
+import pytest
+from omegaconf import DictConfig
+
+from pgtrain.config import LazyConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOY = os.path.join(ROOT, "configs", "quick", "toy.py")
+
+
+def repo_configs() -> list[str]:
+    """Every config file under configs/ and projects/, relative to the repo root."""
+    files = glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True)
+    files += glob.glob(os.path.join(ROOT, "projects", "**", "*config*.py"), recursive=True)
+    return sorted(os.path.relpath(f, ROOT) for f in files if not f.endswith("__init__.py"))
+
+
+def as_full_config(cfg: DictConfig) -> list[DictConfig]:
+    """A full config as is; a fragment's nodes each placed into the toy config."""
+    if "model" in cfg:
+        return [cfg]
+    full = []
+    for key in cfg:
+        toy = LazyConfig.load(TOY)
+        node = cfg[key]
+        if key == "train":
+            toy.train = node
+        elif "params" in node:
+            toy.optimizer = node
+        elif "schedule" in node:
+            toy.lr_scheduler = node
+        else:
+            pytest.fail(f"do not know where fragment node '{key}' goes; extend as_full_config")
+        full.append(toy)
+    return full
+
+
+def tiny_overrides(cfg: DictConfig, tmp_path) -> list[str]:
+    """Overrides that keep a repo config's data tiny and its outputs under `tmp_path`."""
+    opts = []
+    if "shapes" in cfg:  # generated data: small, and out of the user's cache
+        opts += [
+            f"shapes.root={tmp_path / 'shapes'}",
+            "shapes.num_train=4",
+            "shapes.num_val=2",
+        ]
+    if "train" in cfg and "output_dir" in cfg.train:
+        opts.append(f"train.output_dir={tmp_path / 'run'}")
+    if cfg.get("train", {}).get("init_checkpoint"):  # a fine-tuning config's earlier stage
+        opts.append("train.init_checkpoint=")
+    return opts
