@@ -13,9 +13,10 @@ $(STAMP): setup.py Makefile
 	touch $(STAMP)
 
 # The main job: Mask R-CNN on the built-in shapes data (generated on first use), then a PNG of
-# predicted masks over validation images in output/maskrcnn/predictions.png.
+# predicted masks over validation images in output/maskrcnn/predictions.png. --resume: a second
+# `make train` continues an interrupted run (or finds it finished) instead of refusing the folder.
 train: $(STAMP)
-	$(PY) tools/train_net.py --config projects/maskrcnn/config.py
+	$(PY) tools/train_net.py --config projects/maskrcnn/config.py --resume
 	$(PY) tools/visualize.py --config projects/maskrcnn/config.py
 
 test: $(STAMP)

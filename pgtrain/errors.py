@@ -1,6 +1,6 @@
 """Exceptions a user can cause; the command-line tools print them as one line and exit non-zero."""
 
-__all__ = ["PgtrainError", "ConfigError", "RegistryError", "CheckpointError"]
+__all__ = ["PgtrainError", "ConfigError", "RegistryError", "CheckpointError", "DivergedError"]
 
 
 class PgtrainError(Exception):
@@ -17,3 +17,7 @@ class RegistryError(PgtrainError, LookupError):
 
 class CheckpointError(PgtrainError, RuntimeError):
     """A checkpoint is missing, corrupt, unsafe or does not fit."""
+
+
+class DivergedError(PgtrainError, FloatingPointError):
+    """Training produced a non-finite loss or gradient; the message says what to try."""

@@ -11,6 +11,7 @@ The config provides `model`, `optimizer`, `lr_scheduler`, `dataloader.train` and
 
 import functools
 import logging
+import signal
 
 from pgtrain.checkpoint import Checkpointer
 from pgtrain.config import LazyConfig, instantiate
@@ -24,18 +25,26 @@ from pgtrain.engine import (
     ParamGroupStatsHook,
     PeriodicCheckpointer,
     PeriodicWriter,
+    StallWatchdog,
+    StopSignal,
     Trainer,
     UnusedParameterCheck,
     apply_grouping_arguments,
     build_run,
+    check_output_dir,
+    check_run_config,
+    collective_timeout,
     create_ddp_model,
     default_argument_parser,
     default_setup,
     default_writers,
     launch,
     resolve_device,
+    save_config,
+    stall_timeout,
     user_errors_exit,
 )
+from pgtrain.errors import CheckpointError
 from pgtrain.evaluation import inference_on_dataset
 from pgtrain.solver import DynamicLRScaling
 from pgtrain.utils import comm
@@ -82,6 +91,7 @@ def do_train(cfg, resume, notes=()):
     train = cfg.train
     # The run the tools show too: weights (so `fresh` is known), groups, LR scaling, schedule.
     run = build_run(cfg, resume=resume, with_loader=True, notes=list(notes))
+    save_config(cfg)  # only now: a run refused above leaves the previous config.yaml as it was
     logger.info("Parameter groups:\n%s", run.table())
     amp = {"precision": train.amp.precision} if train.amp.enabled else {}
     trainer = (AMPTrainer if train.amp.enabled else Trainer)(
@@ -105,13 +115,37 @@ def do_train(cfg, resume, notes=()):
     )
     start_iter = 0
     if resume and checkpointer.has_checkpoint():
-        start_iter = checkpointer.resume_or_load("", resume=True).extra["iteration"] + 1
-    trainer.train(start_iter, train.max_iter)
+        report = checkpointer.resume_or_load("", resume=True)
+        if not isinstance(report.extra.get("iteration"), int):
+            raise CheckpointError(
+                f"{report.path} holds weights but no training state, so --resume cannot "
+                "continue from it; start a new run from it with train.init_checkpoint="
+                f"{report.path} and another train.output_dir"
+            )
+        start_iter = report.extra["iteration"] + 1
+    stop = trainer.stop_signal = StopSignal().install()
+    watchdog = StallWatchdog(stall_timeout(cfg), lambda: trainer.iter).start()
+    try:
+        trainer.train(start_iter, train.max_iter)
+    finally:
+        watchdog.stop()
+        stop.uninstall()
+    if trainer.stop_requested:
+        comm.synchronize()  # no rank leaves before rank 0 has saved
+        signum = stop.signum or signal.SIGTERM  # this rank may not have received it itself
+        logger.warning(
+            "Stopped by %s after iteration %d with a checkpoint saved; continue with --resume",
+            signal.Signals(signum).name,
+            trainer.iter - 1,
+        )
+        raise SystemExit(128 + signum)
 
 
 def main(cfg, args):
     """Runs in every process: set up, then train or evaluate."""
     default_setup(cfg, args)
+    if getattr(args, "output_dir_note", None):
+        logger.warning(args.output_dir_note)
     if args.eval_only:
         model = instantiate(cfg.model).to(resolve_device(cfg.train.device))
         Checkpointer(model, cfg.train.output_dir).resume_or_load(
@@ -127,6 +161,11 @@ def cli():
     with user_errors_exit():
         cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config), args.opts)
         args.grouping_notes = apply_grouping_arguments(cfg, args)
+        check_run_config(cfg)
+        if not args.eval_only and args.machine_rank == 0:  # one machine checks a shared folder
+            args.output_dir_note = check_output_dir(
+                cfg.train.output_dir, resume=args.resume, overwrite=cfg.train.get("overwrite")
+            )
         per_machine = args.num_gpus or args.num_processes
         launch(
             main,
@@ -136,6 +175,7 @@ def cli():
             dist_url=args.dist_url,
             args=(cfg, args),
             backend="nccl" if args.num_gpus else "gloo",
+            timeout=collective_timeout(cfg, "nccl" if args.num_gpus else "gloo"),
         )
 
 

@@ -2,7 +2,13 @@
 
 train = dict(
     output_dir="./output",
+    # A new run refuses a folder that holds another run's checkpoints (continue it with
+    # --resume); True moves that run's files into output_dir/replaced_<time>/ first.
+    overwrite=False,
     init_checkpoint="",  # weights to start from (path or URL); fresh parameters are reported
+    # Initial weights that provide less of the model's parameters than this warn loudly; none
+    # at all is an error (a checkpoint of another model).
+    init_checkpoint_min_fraction=0.5,
     max_iter=1000,
     device="auto",  # "auto": CUDA when available, else CPU
     seed=0,  # each rank seeds with seed + rank; a negative seed draws one at random
@@ -21,4 +27,7 @@ train = dict(
     # "sqrt"), once at start; dynamic=True also rescales whenever the batch size changes.
     lr_scaling=dict(reference_batch=None, rule="linear", dynamic=False),
     ddp=dict(find_unused_parameters=False, fp16_compression=False),
+    # Seconds a collective waits for the other ranks (None: 600 on gloo, 1800 on NCCL); a rank
+    # silent for half of it (at most 60 s) is named in the log and the job exits (status 75).
+    dist_timeout_s=None,
 )

@@ -18,6 +18,8 @@ from pgtrain.checkpoint.file_io import (
     write_atomically,
 )
 from pgtrain.checkpoint.model_state import (
+    check_exact_fit,
+    check_loadable_finite,
     load_model_state,
     pretrained_parameter_names,
     split_checkpoint,
@@ -135,10 +137,13 @@ class Checkpointer:
             # The pointer moves only after the checkpoint is complete on disk.
             pointer = self._join(_POINTER)
             write_atomically(self.path_manager, pointer, lambda f: f.write(basename.encode()))
-        except OSError as e:
+        except (OSError, RuntimeError) as e:
+            # torch's zip writer reports a failed write (a full disk) as a RuntimeError.
+            if isinstance(e, RuntimeError) and not _is_write_failure(e):
+                raise
             raise CheckpointError(
-                f"Could not write checkpoint {path} ({e}); check that the output folder is "
-                "writable and has free space"
+                f"Could not write checkpoint {path} ({_first_line(e)}); check that the output "
+                "folder is writable and has free space; the previous checkpoints are intact"
             ) from e
         logger.info("Saved checkpoint %s", path)
         self._prune(name)
@@ -179,7 +184,9 @@ class Checkpointer:
             except OSError as e:  # a failed cleanup must not stop training
                 logger.warning("Could not delete old checkpoint %s: %s", stale, e)
 
-    def load(self, path: str, checkpointables: list[str] | None = None) -> CheckpointReport:
+    def load(
+        self, path: str, checkpointables: list[str] | None = None, *, exact: bool = False
+    ) -> CheckpointReport:
         """Loads model weights, and the chosen checkpointables, from a checkpoint file.
 
         A bare state_dict (e.g. a torchvision ``.pth``) loads as model weights. Keys whose shape
@@ -189,9 +196,12 @@ class Checkpointer:
             path: Local path or URI; "" loads nothing.
             checkpointables: Names to restore; None restores all that the file holds and the RNG
                 states (a full resume), [] loads the model only.
+            exact: Refuse a file whose model keys or shapes differ from the model's (a resume
+                continues the same model; a changed one starts a new run from the weights).
 
         Raises:
-            CheckpointError: The file is missing, corrupt, unsafe, or does not fit.
+            CheckpointError: The file is missing, corrupt, unsafe, has NaN/Inf weights, or does
+                not fit.
         """
         if not path:
             logger.info("No checkpoint given: the model keeps its initialization")
@@ -199,6 +209,9 @@ class Checkpointer:
         names = self._requested(checkpointables)
         logger.info("Loading checkpoint %s", path)
         model_state, rest = split_checkpoint(read_checkpoint(self.path_manager, path), path)
+        check_loadable_finite(model_state, path)
+        if exact:
+            check_exact_fit(self.model, model_state, path)
         report = load_model_state(self.model, model_state, path)
         report.checkpointables = self._load_checkpointables(rest, names, path)
         if checkpointables is None:
@@ -255,30 +268,53 @@ class Checkpointer:
         return bool(self.save_dir) and self.path_manager.exists(self._join(_POINTER))
 
     def get_checkpoint_file(self) -> str:
-        """Returns the path the ``last_checkpoint`` pointer names, or "" if there is none."""
+        """Returns the path the ``last_checkpoint`` pointer names, or "" if there is none.
+
+        Raises:
+            CheckpointError: The pointer exists but does not name a checkpoint file.
+        """
         if not self.save_dir:
             return ""
+        pointer = self._join(_POINTER)
         try:
-            with self.path_manager.open(self._join(_POINTER), "r") as f:
-                name = os.path.basename(f.read().strip())
+            with self.path_manager.open(pointer, "rb") as f:
+                raw = f.read()
         except OSError:
             return ""
-        return self._join(name) if name else ""
+        try:
+            name = os.path.basename(raw.decode().strip())
+        except UnicodeDecodeError:
+            name = ""
+        if not name.endswith(".pth"):
+            raise CheckpointError(
+                f"{pointer} does not name a checkpoint (it holds {raw[:40]!r}); write the name "
+                f"of a checkpoint in {self.save_dir} into it (e.g. model_final.pth), or delete it "
+                "to start the run anew"
+            )
+        return self._join(name)
 
-    def resume_or_load(self, path: str, *, resume: bool = True) -> CheckpointReport:
+    def resume_or_load(
+        self, path: str, *, resume: bool = True, min_fraction: float = 0.5
+    ) -> CheckpointReport:
         """Resumes from save_dir's last checkpoint, or else loads initial weights.
 
         Args:
             path: Initial weights (model only), used when not resuming; "" for none.
             resume: If True and save_dir has a ``last_checkpoint``, load it with every
                 checkpointable and the RNG states; training continues at its
-                ``extra["iteration"] + 1``.
+                ``extra["iteration"] + 1``. The model must match it exactly.
+            min_fraction: Initial weights that provide less than this fraction of the model's
+                parameter values get a loud warning; none at all is an error.
+
+        Raises:
+            CheckpointError: The resumed checkpoint does not fit the model exactly, or the
+                initial weights provide none of its parameters.
         """
         if resume and self.has_checkpoint():
-            last = self.get_checkpoint_file()
-            if last:
-                return self.load(last)
+            return self.load(self.get_checkpoint_file(), exact=True)
         report = self.load(path, checkpointables=[])
+        if path:
+            self._check_provided(report, path, min_fraction)
         pretrained = pretrained_parameter_names(self.model) if not path else set()
         if pretrained:
             # No initial checkpoint, but parts were built from pretrained weights (an ImageNet
@@ -291,6 +327,28 @@ class Checkpointer:
                 len(report.fresh),
             )
         return report
+
+    def _check_provided(self, report: CheckpointReport, path: str, min_fraction: float) -> None:
+        """Refuses initial weights that fit no parameter; warns when they fit few."""
+        fresh = set(report.fresh)
+        sizes = {n: p.numel() for n, p in self.model.named_parameters()}
+        total = sum(sizes.values())
+        provided = sum(size for n, size in sizes.items() if n not in fresh)
+        if sizes and provided == 0:
+            raise CheckpointError(
+                f"Initial checkpoint {path} provides none of the model's {len(sizes)} parameters "
+                f"({_key_sample(report)}); is it a checkpoint of this model? Check "
+                "train.init_checkpoint, or leave it empty to start from the initialization"
+            )
+        if total and provided / total < min_fraction:
+            logger.warning(
+                "Initial checkpoint %s provides only %.0f%% of the model's parameter values "
+                "(%d of %d tensors); the rest start from their initialization",
+                path,
+                100 * provided / total,
+                len(sizes) - len(fresh & set(sizes)),
+                len(sizes),
+            )
 
     def _reserved_keys(self) -> set[str]:
         """Returns the top-level keys that are not extras."""
@@ -308,3 +366,20 @@ def _restore_rng(state: Any, path: str) -> bool:
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
         logger.warning("RNG states in %s not restored (%s); random streams continue as is", path, e)
         return False
+
+
+def _is_write_failure(error: RuntimeError) -> bool:
+    """Whether torch's zip writer failed to write (a full disk, a file-size limit)."""
+    text = str(error)
+    return "PytorchStreamWriter" in text or "inline_container" in text or "file write" in text
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0][:200] if lines else ''}"
+
+
+def _key_sample(report: CheckpointReport) -> str:
+    unexpected = report.unexpected[:3]
+    missing = report.missing[:3]
+    return f"file keys such as {unexpected}, model keys such as {missing}"

@@ -3,16 +3,15 @@
 import contextlib
 import os
 import re
-import secrets
-import tempfile
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Mapping
-from typing import IO, Any
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from iopath.common.file_io import PathManager
 
 from pgtrain.errors import CheckpointError
+from pgtrain.utils.file_io import is_local, write_atomically
 
 __all__ = [
     "check_finite",
@@ -48,39 +47,6 @@ _PLAIN_MAPPINGS = (dict, OrderedDict, Counter)
 _PLAIN_SEQUENCES = (list, tuple, set)
 
 
-def is_local(path: str) -> bool:
-    """Returns whether `path` is a local file path (not a URI such as ``s3://`` or ``https://``)."""
-    return "://" not in path
-
-
-def write_atomically(
-    path_manager: PathManager, path: str, write: Callable[[IO[bytes]], None]
-) -> None:
-    """Writes a file so that readers see either the old or the complete new content.
-
-    A local path gets a temporary file in the same folder (same file system, so the rename is
-    atomic), flushed and fsynced before ``os.replace``. Other paths are written to a local
-    temporary file and copied with `path_manager`, as atomic as their storage makes a copy.
-    """
-    if not is_local(path):
-        _write_via_local_copy(path_manager, path, write)
-        return
-    folder = os.path.dirname(path) or "."
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
-    try:
-        # "xb" rather than mkstemp: the file gets the usual umask permissions, not 0600.
-        with open(tmp, "xb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    _fsync_folder(folder)
-
-
 def remove_stale_temp_files(folder: str) -> list[str]:
     """Deletes the temporary files that saves killed mid-write left in a local `folder`.
 
@@ -98,30 +64,6 @@ def remove_stale_temp_files(folder: str) -> list[str]:
     return stale
 
 
-def _write_via_local_copy(
-    path_manager: PathManager, path: str, write: Callable[[IO[bytes]], None]
-) -> None:
-    """Writes to a local temporary file, then copies it to the non-local `path`."""
-    fd, tmp = tempfile.mkstemp(suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        path_manager.copy_from_local(tmp, path, overwrite=True)
-    finally:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-
-
-def _fsync_folder(folder: str) -> None:
-    """Makes a rename in `folder` durable; some file systems cannot, which is harmless."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def read_checkpoint(path_manager: PathManager, path: str) -> Any:
     """Loads a checkpoint file with ``torch.load(weights_only=True)`` onto the CPU.
 
@@ -136,6 +78,12 @@ def read_checkpoint(path_manager: PathManager, path: str) -> Any:
         raise CheckpointError(f"Checkpoint file {path} does not exist; check the path") from e
     except Exception as e:  # torch reports a damaged file with many exception types
         message = str(e)
+        if "TorchScript archive" in message:
+            raise CheckpointError(
+                f"Checkpoint {path} is a TorchScript program (torch.jit.save), not a checkpoint "
+                "of weights; save model.state_dict() with torch.save, or load its weights from "
+                "torch.jit.load(path).state_dict() where you trust the file"
+            ) from e
         if "Weights only load failed" in message:
             found = re.search(r"GLOBAL (\S+)", message)
             if found or "Can only build" in message or "Can only create" in message:

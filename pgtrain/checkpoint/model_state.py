@@ -12,7 +12,13 @@ from torch import nn
 from pgtrain.checkpoint.report import CheckpointReport
 from pgtrain.errors import CheckpointError
 
-__all__ = ["load_model_state", "pretrained_parameter_names", "split_checkpoint"]
+__all__ = [
+    "check_exact_fit",
+    "check_loadable_finite",
+    "load_model_state",
+    "pretrained_parameter_names",
+    "split_checkpoint",
+]
 
 logger = logging.getLogger("pgtrain.checkpoint")
 
@@ -89,6 +95,54 @@ def split_checkpoint(data: Any, path: str) -> tuple[Mapping[str, Any], dict[str,
         f"Checkpoint {path} has no 'model' entry and is not a state_dict of tensors (top-level "
         f"keys: {keys}); save the model's state_dict() into a file of its own"
     )
+
+
+def check_exact_fit(model: nn.Module, state: Mapping[str, Any], path: str) -> None:
+    """Refuses a resume whose checkpoint does not hold exactly the model's keys and shapes.
+
+    Raises:
+        CheckpointError: Listing the keys whose shapes differ, that are missing, or unexpected.
+    """
+    model_state = model.state_dict()
+    state = _strip_module_prefix(state, model_state)
+    differ = [
+        f"{k} {tuple(v.shape)} in file vs {tuple(model_state[k].shape)}"
+        for k, v in state.items()
+        if k in model_state and _shapes_differ(v, model_state[k])
+    ]
+    missing = [k for k in model_state if k not in state]
+    unexpected = [k for k in state if k not in model_state]
+    if not (differ or missing or unexpected):
+        return
+    parts = [
+        f"{label} ({len(keys)}): {', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''}"
+        for label, keys in (
+            ("shape differs", differ),
+            ("missing in file", missing),
+            ("not in model", unexpected),
+        )
+        if keys
+    ]
+    raise CheckpointError(
+        f"--resume: {path} does not fit the model ({'; '.join(parts)}); resume with the config "
+        "the run was trained with, or start a new run from these weights with "
+        "train.init_checkpoint and another train.output_dir"
+    )
+
+
+def check_loadable_finite(state: Mapping[str, Any], path: str) -> None:
+    """Refuses a checkpoint whose floating-point weights hold NaN or Inf.
+
+    Raises:
+        CheckpointError: Naming the first such tensor.
+    """
+    for key, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            if not bool(torch.isfinite(value).all()):
+                raise CheckpointError(
+                    f"Checkpoint {path} is damaged: '{key}' holds NaN/Inf values; use an "
+                    "earlier checkpoint of the run"
+                )
 
 
 def _fit_resizable(

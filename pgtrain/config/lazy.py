@@ -7,6 +7,7 @@ import importlib.machinery
 import inspect
 import os
 import sys
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -17,6 +18,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pgtrain.config.lazy_call import locate, to_plain
 from pgtrain.errors import ConfigError
+from pgtrain.utils.file_io import write_text_atomically
 from pgtrain.utils.suggest import did_you_mean
 
 __all__ = ["LazyConfig"]
@@ -54,10 +56,16 @@ class LazyConfig:
 
     @staticmethod
     def save(cfg: DictConfig, path: str) -> None:
-        """Writes `cfg` as YAML that loads back to an equal config (interpolations kept)."""
+        """Writes `cfg` as YAML that loads back to an equal config (interpolations kept).
+
+        The file is replaced atomically: a failed write leaves the previous one intact.
+        """
         text = LazyConfig.to_yaml(cfg)
-        with g_pathmgr.open(path, "w") as f:
-            f.write(text)
+        try:
+            write_text_atomically(path, text)
+        except OSError as e:
+            reason = e.strerror or e
+            raise ConfigError(f"could not write {path} ({reason}); check the folder") from e
 
     @staticmethod
     def to_yaml(cfg: DictConfig) -> str:
@@ -96,12 +104,27 @@ def _load_python(path: str) -> DictConfig:
             raise ConfigError(f"{path}:{e.lineno}: syntax error: {e.msg}") from e
         except ImportError as e:
             raise ConfigError(f"{path}: {e}") from e
+        except Exception as e:  # the file's own code failed: name the line it failed on
+            raise ConfigError(f"{_failing_line(e, path)}: {type(e).__name__}: {e}") from e
     content = {
         name: value
         for name, value in vars(module).items()
         if not name.startswith("_") and isinstance(value, DictConfig | ListConfig)
     }
     return DictConfig(content, flags={"allow_objects": True})
+
+
+def _failing_line(error: BaseException, path: str) -> str:
+    """``path:line`` of the deepest frame of `error` inside the config file (or any config)."""
+    frames = traceback.extract_tb(error.__traceback__)
+    target = os.path.abspath(path)
+    inside = [f for f in frames if os.path.abspath(f.filename) == target] or [
+        f for f in frames if f.filename.endswith(".py") and "importlib" not in f.filename
+    ]
+    if not inside:
+        return path
+    frame = inside[-1]
+    return f"{frame.filename if frame.filename != target else path}:{frame.lineno}"
 
 
 def _load_yaml(path: str) -> DictConfig:

@@ -190,13 +190,28 @@ def to_plain(cfg: Any) -> Any:
     return _stringify(container)
 
 
-def _stringify(node: Any) -> Any:
+def _stringify(node: Any, where: str = "") -> Any:
     if isinstance(node, Mapping):
-        return {k: target_name(v) if k == TARGET else _stringify(v) for k, v in node.items()}
+        return {
+            k: _named(v, _join(where, k)) if k == TARGET else _stringify(v, _join(where, k))
+            for k, v in node.items()
+        }
     if isinstance(node, list | tuple):
-        return [_stringify(v) for v in node]
+        return [_stringify(v, f"{where}[{i}]") for i, v in enumerate(node)]
     if callable(node) and not isinstance(node, str):
         # A callable passed as a value (e.g. norm_layer=nn.BatchNorm2d) is stored as a call that
         # imports it, so the YAML form instantiates to the same object.
-        return {TARGET: target_name(locate), "name": target_name(node)}
+        return {TARGET: target_name(locate), "name": _named(node, where)}
     return node
+
+
+def _join(where: str, key: Any) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _named(target: Any, where: str) -> str:
+    """`target_name`, with the config key in the message when it has no import path."""
+    try:
+        return target_name(target)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}" if where else str(e)) from e

@@ -46,6 +46,13 @@ def build_train_loader(
             f"dataloader.train.total_batch_size={total_batch_size} must be a positive multiple of "
             f"the number of processes ({world})"
         )
+    if len(dataset) == 0:
+        source = getattr(dataset, "json_file", None)
+        raise ConfigError(
+            f"dataloader.train.dataset: the {type(dataset).__name__} is empty"
+            f"{f' ({source} has no usable images)' if source else ''}; check its annotation "
+            "file and filters (filter_empty=True keeps only images with objects)"
+        )
     sampler = TrainingSampler(len(dataset), shuffle=shuffle, seed=seed)
     # The loader's own generator keeps iterator creation from drawing on the global RNG, so a
     # resumed run's model RNG (dropout...) stays in step with an unbroken run.

@@ -4,11 +4,16 @@ from pgtrain.engine.ddp import create_ddp_model
 from pgtrain.engine.defaults import (
     add_grouping_arguments,
     apply_grouping_arguments,
+    check_output_dir,
+    check_run_config,
+    collective_timeout,
     default_argument_parser,
     default_setup,
     default_writers,
     resolve_device,
+    save_config,
     scale_lrs_to_batch,
+    stall_timeout,
     user_errors_exit,
 )
 from pgtrain.engine.hook_base import HookBase
@@ -24,15 +29,22 @@ from pgtrain.engine.hooks import (
 from pgtrain.engine.launch import launch
 from pgtrain.engine.param_group_stats import ParamGroupStatsHook
 from pgtrain.engine.periodic_checkpointer import PeriodicCheckpointer
+from pgtrain.engine.preemption import STALL_EXIT_CODE, StallWatchdog, StopSignal
 from pgtrain.engine.run import Run, build_run
 from pgtrain.engine.trainer import AMPTrainer, Trainer
 
 __all__ = [
+    "STALL_EXIT_CODE",
     "AMPTrainer",
     "Run",
     "add_grouping_arguments",
     "apply_grouping_arguments",
     "build_run",
+    "check_output_dir",
+    "check_run_config",
+    "collective_timeout",
+    "save_config",
+    "stall_timeout",
     "BatchSizeLRScalingHook",
     "EvalHook",
     "HookBase",
@@ -42,6 +54,8 @@ __all__ = [
     "ParamGroupStatsHook",
     "PeriodicCheckpointer",
     "PeriodicWriter",
+    "StallWatchdog",
+    "StopSignal",
     "Trainer",
     "UnusedParameterCheck",
     "create_ddp_model",

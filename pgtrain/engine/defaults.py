@@ -5,8 +5,11 @@ import contextlib
 import logging
 import math
 import os
+import re
 import sys
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -19,12 +22,18 @@ from pgtrain.param_groups import build_param_groups
 from pgtrain.solver.lr_scaling import effective_batch_size, scale_optimizer_lrs
 from pgtrain.utils import comm
 from pgtrain.utils.env import per_rank_seed, seed_all_rng
+from pgtrain.utils.file_io import is_local
 from pgtrain.utils.logger import setup_logger
 from pgtrain.utils.writers import ConsoleWriter, EventWriter, JSONWriter, TensorboardWriter
 
 __all__ = [
     "add_grouping_arguments",
     "apply_grouping_arguments",
+    "check_output_dir",
+    "check_run_config",
+    "collective_timeout",
+    "save_config",
+    "stall_timeout",
     "default_argument_parser",
     "default_writers",
     "default_setup",
@@ -115,6 +124,115 @@ def _describe_grouping(params: Any) -> str:
     return f"builder '{builder}'" + (f" with {len(rules)} rule(s)" if rules else "")
 
 
+_DEVICES = ("auto", "cpu", "cuda")
+# What a run writes into train.output_dir that another run must not overwrite or prune.
+_RUN_FILE = re.compile(r"^(last_checkpoint|.+\.pth)$")
+
+
+def check_run_config(cfg: DictConfig) -> None:
+    """Checks the ``train`` values a run needs before it starts any process.
+
+    Raises:
+        ConfigError: Naming the key and what it accepts.
+    """
+    train = cfg.get("train")
+    if train is None:
+        raise ConfigError("the config has no 'train' section; import it from configs.common.train")
+    device = train.get("device", "auto")
+    if not isinstance(device, str) or device.split(":")[0] not in _DEVICES:
+        raise ConfigError(f"train.device={device!r} must be one of {', '.join(_DEVICES)}")
+    seed = train.get("seed", 0)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise ConfigError(
+            f"train.seed={seed!r} must be a whole number (a negative one, or null, draws one)"
+        )
+    for key in ("max_iter", "log_period"):
+        value = train.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"train.{key}={value!r} must be a positive whole number")
+
+
+def check_output_dir(output_dir: str, *, resume: bool, overwrite: bool = False) -> str | None:
+    """Refuses to start a new run in a folder that holds another run's checkpoints.
+
+    A run never overwrites or prunes what it did not write: without `resume`, a folder with a
+    ``last_checkpoint`` or ``.pth`` files is an error, unless `overwrite` (``train.overwrite``)
+    moves the folder's files into ``replaced_<time>/`` inside it first.
+
+    Returns:
+        A line for the log when files were moved, else None.
+
+    Raises:
+        ConfigError: The folder is empty, under a file, or holds another run.
+    """
+    if not output_dir:
+        raise ConfigError(
+            "train.output_dir is empty; set it to the folder for this run's checkpoints and logs"
+        )
+    if not is_local(output_dir):
+        return None
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ConfigError(f"train.output_dir={output_dir} is a file; choose a folder")
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(
+            f"train.output_dir={output_dir} cannot be created ({e.strerror or e}); choose "
+            "another folder"
+        ) from e
+    held = sorted(n for n in os.listdir(output_dir) if _RUN_FILE.match(n))
+    if resume or not held:
+        return None
+    if not overwrite:
+        raise ConfigError(
+            f"train.output_dir={output_dir} already holds a run ({', '.join(held[:4])}"
+            f"{', ...' if len(held) > 4 else ''}); continue it with --resume, choose another "
+            "train.output_dir, or set train.overwrite=True to move its files aside"
+        )
+    archive = os.path.join(output_dir, f"replaced_{time.strftime('%Y%m%d-%H%M%S')}")
+    moved = [n for n in os.listdir(output_dir) if not n.startswith("replaced_")]
+    os.makedirs(archive)
+    for name in moved:
+        os.replace(os.path.join(output_dir, name), os.path.join(archive, name))
+    return f"train.overwrite=True: moved the previous run's {len(moved)} files into {archive}"
+
+
+# Collective timeouts when train.dist_timeout_s is None: short on CPU (gloo) runs, where a stall
+# is a bug, long on NCCL, where a large evaluation on rank 0 may keep the others waiting.
+_DEFAULT_TIMEOUT_S = {"gloo": 600.0, "nccl": 1800.0}
+_MAX_STALL_S = 60.0
+
+
+def collective_timeout(cfg: DictConfig, backend: str) -> timedelta:
+    """How long a collective waits for the other ranks: ``train.dist_timeout_s`` or the default.
+
+    Raises:
+        ConfigError: The value is not a positive number of seconds.
+    """
+    value = cfg.get("train", {}).get("dist_timeout_s")
+    if value is None:
+        return timedelta(seconds=_DEFAULT_TIMEOUT_S.get(backend, 1800.0))
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"train.dist_timeout_s={value!r} must be a positive number of seconds")
+    return timedelta(seconds=float(value))
+
+
+def stall_timeout(cfg: DictConfig) -> float:
+    """Seconds of silence after which `StallWatchdog` names a rank: at most half the collective
+    timeout, so the stall is reported before a collective would fail, and at most 60 s."""
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    return min(_MAX_STALL_S, collective_timeout(cfg, backend).total_seconds() / 2)
+
+
+def save_config(cfg: DictConfig) -> None:
+    """Writes the run's full config to ``train.output_dir/config.yaml`` (main process only)."""
+    output_dir = cfg.train.output_dir
+    if comm.is_main_process() and output_dir:
+        path = os.path.join(output_dir, "config.yaml")
+        LazyConfig.save(cfg, path)
+        logger.info("Full config saved to %s", path)
+
+
 def resolve_device(device: str) -> torch.device:
     """Turns ``train.device`` ("auto", "cpu", "cuda") into this process's device."""
     if device == "auto":
@@ -127,7 +245,11 @@ def resolve_device(device: str) -> torch.device:
 
 
 def default_setup(cfg: DictConfig, args: argparse.Namespace) -> None:
-    """Creates the output folder, sets up logging, saves config.yaml, seeds RNGs per rank."""
+    """Creates the output folder, sets up logging, seeds RNGs per rank.
+
+    The config is saved by `save_config` once the run is built, so a run that fails to start
+    (e.g. a refused resume) leaves the previous ``config.yaml`` as it was.
+    """
     output_dir = cfg.train.output_dir
     rank = comm.get_rank()
     if rank == 0 and output_dir:
@@ -141,10 +263,6 @@ def default_setup(cfg: DictConfig, args: argparse.Namespace) -> None:
         torch.__version__,
         " ".join(sys.argv),
     )
-    if rank == 0 and output_dir:
-        path = os.path.join(output_dir, "config.yaml")
-        LazyConfig.save(cfg, path)
-        logger.info("Full config saved to %s", path)
     # Different seeds per rank (different augmentations), reproducible from train.seed; a
     # negative or None seed is drawn once and shared, so the run can still be repeated from it.
     seed = cfg.train.get("seed", 0)
@@ -206,7 +324,13 @@ def _child_user_error(error: Exception) -> Any:
     """Returns the one-line message of a user error raised in a spawned process, else None."""
     text = str(error).strip().splitlines()
     for line in reversed(text):
-        for name in ("ConfigError", "RegistryError", "CheckpointError", "PgtrainError"):
+        for name in (
+            "ConfigError",
+            "RegistryError",
+            "CheckpointError",
+            "DivergedError",
+            "PgtrainError",
+        ):
             if line.startswith(f"pgtrain.errors.{name}: ") or line.startswith(f"{name}: "):
                 return line.split(": ", 1)[1]
     return None

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from pgtrain.engine.hook_base import HookBase
-from pgtrain.errors import ConfigError
+from pgtrain.errors import ConfigError, DivergedError
 from pgtrain.param_groups import named_groups
 from pgtrain.solver.lr_scaling import DynamicLRScaling
 from pgtrain.solver.lr_scheduler import param_group_names
@@ -95,12 +95,19 @@ class EvalHook(HookBase):
     """
 
     def __init__(self, period: int, eval_function: Callable[[], Mapping[str, Any] | None]) -> None:
+        if isinstance(period, bool) or not isinstance(period, int) or period < 0:
+            raise ConfigError(
+                f"train.eval_period={period!r} must be a whole number >= 0 (0: evaluate only at "
+                "the end)"
+            )
         self._period = period
         self._func = eval_function
 
     def after_step(self) -> None:
         it = self.trainer.iter + 1
         last = it == self.trainer.max_iter
+        if getattr(self.trainer, "stop_requested", False) and not last:
+            return  # preempted: save and leave; the resumed run evaluates
         if last or (self._period > 0 and it % self._period == 0):
             self._evaluate()
 
@@ -118,9 +125,15 @@ class PeriodicWriter(HookBase):
     """Calls every writer each `period` iterations, after the last one and at the end."""
 
     def __init__(self, writers: Sequence[EventWriter], period: int = 20) -> None:
+        if isinstance(period, bool) or not isinstance(period, int) or period < 1:
+            raise ConfigError(f"train.log_period={period!r} must be a positive integer")
         self._writers = list(writers)
         self._period = period
         self._written_iter = -1
+
+    def before_train(self) -> None:
+        for writer in self._writers:
+            writer.start(self.trainer.start_iter)
 
     def after_step(self) -> None:
         it = self.trainer.iter + 1
@@ -160,7 +173,7 @@ class NonFiniteLossGuard(HookBase):
         ]
         if bad:
             losses = {k: v for k, (v, it) in latest.items() if "loss" in k and it == storage.iter}
-            raise FloatingPointError(
+            raise DivergedError(
                 f"{bad[0]} became non-finite at iteration {storage.iter}: {losses}. Training "
                 "stopped before the optimizer step; checkpoints hold only earlier, finite weights. "
                 "Try a lower optimizer.lr, train.clip_grad_norm, or check the data."

@@ -10,10 +10,13 @@
   and calls the function.
 """
 
+import contextlib
 import logging
 import os
 import pickle
+import signal
 import socket
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -22,6 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from pgtrain.engine.preemption import PREEMPTION_SIGNALS, STALL_EXIT_CODE
 from pgtrain.errors import ConfigError, PgtrainError
 from pgtrain.utils import comm
 
@@ -87,12 +91,48 @@ def launch(
     dist_url = _resolve_url(dist_url, num_machines)
     _check_picklable(main_func)
     worker_args = (main_func, args, machine_rank, num_gpus_per_machine, world_size, backend)
-    mp.start_processes(
+    context = mp.start_processes(
         _distributed_worker,
         args=(*worker_args, dist_url, timeout),
         nprocs=num_gpus_per_machine,
         start_method="spawn",
+        join=False,
     )
+    _join_forwarding_signals(context)
+
+
+def _join_forwarding_signals(context: mp.ProcessContext) -> None:
+    """Waits for the spawned processes, passing a preemption signal on to each of them.
+
+    A scheduler may signal only this launcher; the workers save and exit with ``128 +
+    signal`` (or `STALL_EXIT_CODE` when one named a stalled rank), and this process exits with
+    the same status instead of a traceback.
+    """
+
+    def forward(signum: int, frame: object) -> None:
+        for process in context.processes:
+            if process.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signum)
+
+    previous = {s: signal.signal(s, forward) for s in PREEMPTION_SIGNALS}
+    try:
+        while not context.join(grace_period=5):
+            pass
+    except mp.ProcessExitedException as e:
+        stopped = {128 + s for s in PREEMPTION_SIGNALS} | {STALL_EXIT_CODE}
+        if e.exit_code == STALL_EXIT_CODE:
+            print(
+                f"error: a rank stopped making progress (the log names it); the job stopped "
+                f"with status {STALL_EXIT_CODE}; continue it with --resume",
+                file=sys.stderr,
+            )
+        if e.exit_code in stopped:
+            raise SystemExit(e.exit_code) from None
+        raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _name(func: Callable[..., Any]) -> str:

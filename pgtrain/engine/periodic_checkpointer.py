@@ -39,10 +39,13 @@ class PeriodicCheckpointer(HookBase):
         self.file_prefix = file_prefix
 
     def after_step(self) -> None:
-        """Saves when the iteration that just finished completes a period or the run."""
+        """Saves when the iteration that just finished completes a period or the run, or when
+        training stops early on request (preemption), so no finished iteration is lost."""
         iteration = self.trainer.iter
         max_iter = self.max_iter if self.max_iter is not None else self.trainer.max_iter
-        if (iteration + 1) % self.period == 0:
+        last = max_iter is not None and iteration == max_iter - 1
+        stopping = getattr(self.trainer, "stop_requested", False)
+        if (iteration + 1) % self.period == 0 or (stopping and not last):
             self.checkpointer.save(f"{self.file_prefix}_{iteration:07d}", iteration=iteration)
-        if max_iter is not None and iteration == max_iter - 1:
+        if last:
             self.checkpointer.save(f"{self.file_prefix}_final", iteration=iteration)

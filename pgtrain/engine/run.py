@@ -7,6 +7,7 @@ initial weights (or the last checkpoint on resume) before the param groups are b
 schedule takes the groups' initial LRs.
 """
 
+import copy
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,7 +32,8 @@ class Run:
     """The pieces of a run that a config describes, built by `build_run`.
 
     Attributes:
-        cfg: the config.
+        cfg: a copy of the config, with the run's objects bound in (the model in
+            ``optimizer.params``, the optimizer in ``lr_scheduler``).
         model: the model on its device, with its initial weights (or the resumed ones).
         weights: what loading the weights did (``weights.fresh``: the parameters they did not
             provide).
@@ -90,12 +92,15 @@ def build_run(
     Raises:
         PgtrainError: anything in the config that does not fit (named by its key).
     """
+    cfg = copy.deepcopy(cfg)  # building binds the run's objects into the config: not the caller's
     train = cfg.get("train") or {}
     device = resolve_device(train.get("device", "auto")) if device is None else device
     model = instantiate(cfg.model, "model").to(device)
     # Weights first, so a `fresh` rule knows which parameters the initial weights did not provide.
     weights = Checkpointer(model, train.get("output_dir", "")).resume_or_load(
-        train.get("init_checkpoint", ""), resume=resume
+        train.get("init_checkpoint", ""),
+        resume=resume,
+        min_fraction=train.get("init_checkpoint_min_fraction", 0.5),
     )
     # No initial weights at all (no checkpoint, nothing built pretrained): "fresh" is unknown,
     # and the builders say so next to any `fresh` rule.

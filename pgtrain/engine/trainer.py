@@ -63,6 +63,11 @@ class Trainer:
         self.clip_grad_norm = clip_grad_norm
         self.iter = self.start_iter = self.max_iter = 0
         self.last_batch_size = 0  # samples this process trained on in the last iteration
+        # A preemption signal (see `StopSignal`): when any rank has one, every rank finishes the
+        # current step, the hooks see `stop_requested` (the checkpointer saves) and training
+        # ends after that iteration.
+        self.stop_signal: Any = None
+        self.stop_requested = False
         self.storage = EventStorage()
         self._hooks: list[HookBase] = []
         self._data_iter: Iterator[Any] | None = None
@@ -86,6 +91,7 @@ class Trainer:
         logger.info("Starting training from iteration %d of %d", start_iter, max_iter)
         self.iter = self.start_iter = start_iter
         self.max_iter = max_iter
+        self.stop_requested = False
         self.storage = EventStorage(start_iter)
         with event_storage(self.storage):
             try:
@@ -96,7 +102,11 @@ class Trainer:
                     self._call_hooks("before_step")
                     self.run_step()
                     self._call_hooks("after_step")
-                self.iter = max_iter
+                    if self.stop_requested:
+                        logger.warning("Stopping after iteration %d on request", self.iter)
+                        break
+                # The iterations done are start_iter .. self.iter - 1.
+                self.iter = self.iter + 1 if self.stop_requested else max_iter
             finally:
                 self._call_hooks("after_train")
 
@@ -155,12 +165,17 @@ class Trainer:
 
     def _record(self, losses: dict[str, torch.Tensor], data_time: float) -> None:
         names = list(losses)
-        values = torch.stack([losses[n].float() for n in names])
+        stop = float(bool(self.stop_signal is not None and self.stop_signal.requested))
+        values = torch.stack([*(losses[n].detach().float() for n in names)])
         if comm.get_world_size() > 1:
-            # One all-reduce per iteration: every rank logs (and checks) the same mean losses.
+            # One all-reduce per iteration: every rank logs (and checks) the same mean losses,
+            # and learns whether any rank was asked to stop (so all stop at the same step).
+            values = torch.cat([values, values.new_tensor([stop])])
             values = values.to(next(self.model.parameters()).device)
             torch.distributed.all_reduce(values)
-            values /= comm.get_world_size()
+            stop = float(values[-1].item())
+            values = values[:-1] / comm.get_world_size()
+        self.stop_requested = stop > 0
         floats = values.tolist()
         self.storage.put_scalar("total_loss", sum(floats))
         for name, value in zip(names, floats, strict=True):

@@ -61,11 +61,40 @@ def build_optimizer(
     }
     check_arguments(optimizer_cls, {"params": groups, **kwargs}, "optimizer")
     try:
-        return optimizer_cls(groups, **kwargs)
+        optimizer = optimizer_cls(groups, **kwargs)
     except PgtrainError:
         raise
     except Exception as e:
         raise ConfigError(f"optimizer: {type(e).__name__}: {e}") from e
+    _check_ranges(optimizer, kwargs)
+    return optimizer
+
+
+# Values torch accepts but that make training misbehave (momentum 2 diverges at once).
+_RANGES = {"momentum": (0.0, 1.0, False), "dampening": (0.0, 1.0, True)}
+
+
+def _check_ranges(optimizer: torch.optim.Optimizer, kwargs: dict[str, Any]) -> None:
+    """Refuses momentum outside [0, 1), betas outside [0, 1), negative lr / weight decay / eps."""
+    for group in optimizer.param_groups:
+        where = "optimizer" if "name" not in group else f"param group '{group['name']}'"
+        for key, value in group.items():
+            if isinstance(value, torch.Tensor) or isinstance(value, bool):
+                continue
+            bad = None
+            if key in _RANGES and isinstance(value, int | float):
+                low, high, closed = _RANGES[key]
+                if not (low <= value < high or (closed and value == high)):
+                    bad = f"in [{low:g}, {high:g}{']' if closed else ')'}"
+            elif key == "betas" and isinstance(value, tuple | list):
+                if not all(isinstance(b, int | float) and 0 <= b < 1 for b in value):
+                    bad = "a pair of numbers in [0, 1)"
+            elif key in ("lr", "weight_decay", "eps") and isinstance(value, int | float):
+                if value < 0:
+                    bad = ">= 0"
+            if bad:
+                name = f"optimizer.{key}" if kwargs.get(key) == value else f"{where} {key}"
+                raise ConfigError(f"{name}={value!r} must be {bad}")
 
 
 def build_lr_scheduler(

@@ -10,7 +10,9 @@ from typing import Any
 from iopath.common.file_io import g_pathmgr
 from tqdm import tqdm
 
+from pgtrain.errors import PgtrainError
 from pgtrain.utils.events import EventStorage
+from pgtrain.utils.file_io import write_text_atomically
 
 __all__ = ["EventWriter", "ConsoleWriter", "JSONWriter", "TensorboardWriter"]
 
@@ -19,6 +21,9 @@ logger = logging.getLogger(__name__)
 
 class EventWriter:
     """Writes what the storage recorded since the last call."""
+
+    def start(self, start_iter: int) -> None:
+        """Called once before training starts at `start_iter` (0, or the resumed iteration)."""
 
     def write(self, storage: EventStorage) -> None:
         """Writes the newest metrics."""
@@ -48,27 +53,54 @@ class JSONWriter(EventWriter):
     """Appends one JSON object per write to `path`: ``{"iteration": 19, "total_loss": ...}``.
 
     Values recorded at different iterations since the last write (e.g. an evaluation) go in
-    separate lines, each stamped with its own iteration.
+    separate lines, each stamped with its own iteration. `start` keeps only the lines of earlier
+    iterations (rewritten atomically), so a resumed run that repeats the iterations after its
+    checkpoint holds each iteration once, and a new run starts an empty file.
     """
 
     def __init__(self, path: str, window: int = 20) -> None:
-        self._file = g_pathmgr.open(path, "a")
+        self._path = path
+        self._file: Any = None
         self._window = window
         self._since = _SinceLastWrite()
 
+    def start(self, start_iter: int) -> None:
+        if g_pathmgr.exists(self._path):
+            with g_pathmgr.open(self._path) as f:
+                kept = [line for line in f if _iteration(line) < start_iter]
+            write_text_atomically(self._path, "".join(kept))
+        self._file = g_pathmgr.open(self._path, "a")
+
     def write(self, storage: EventStorage) -> None:
+        if self._file is None:
+            self._file = g_pathmgr.open(self._path, "a")
         by_iter: dict[int, dict[str, Any]] = {}
         for name, (value, it) in self._since.new_items(storage, self._window).items():
             # Strict JSON has no NaN: an undefined metric (e.g. AP with no large objects) is null.
             by_iter.setdefault(it, {"iteration": it})[name] = (
                 value if math.isfinite(value) else None
             )
-        for it in sorted(by_iter):
-            self._file.write(json.dumps(by_iter[it], sort_keys=False) + "\n")
-        self._file.flush()
+        try:
+            for it in sorted(by_iter):
+                self._file.write(json.dumps(by_iter[it], sort_keys=False) + "\n")
+            self._file.flush()
+        except OSError as e:
+            raise PgtrainError(
+                f"could not write {self._path} ({e.strerror or e}); check that the output folder "
+                "is writable and has free space"
+            ) from e
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+
+
+def _iteration(line: str) -> float:
+    """The iteration a metrics line records; a damaged line counts as the latest."""
+    try:
+        return float(json.loads(line)["iteration"])
+    except (ValueError, KeyError, TypeError):
+        return math.inf
 
 
 class TensorboardWriter(EventWriter):

@@ -76,6 +76,7 @@ def main() -> None:
             "--config",
             BASE_CONFIG,
             f"train.output_dir={out}/base",
+            "train.overwrite=True",  # a rerun of the study redoes its runs (old ones set aside)
             f"train.max_iter={args.base_iters}",
             *args.opts,
         )
@@ -89,7 +90,14 @@ def main() -> None:
     rows = []
     for name, overrides in VARIANTS.items():
         run_dir = f"{out}/{name}"
-        train_net("--config", FINETUNE_CONFIG, *overrides, f"train.output_dir={run_dir}", *common)
+        train_net(
+            "--config",
+            FINETUNE_CONFIG,
+            *overrides,
+            f"train.output_dir={run_dir}",
+            "train.overwrite=True",
+            *common,
+        )
         rows.append(row(name, args.iters, final_metrics(run_dir)))
     # The recipe's "resume with the multiplier switched on", on a copy of the uniform run.
     resumed = f"{out}/uniform_then_head_multiplier"
