@@ -1,6 +1,14 @@
 """Exceptions a user can cause; the command-line tools print them as one line and exit non-zero."""
 
-__all__ = ["PgtrainError", "ConfigError", "RegistryError", "CheckpointError", "DivergedError"]
+__all__ = [
+    "PgtrainError",
+    "ConfigError",
+    "RegistryError",
+    "CheckpointError",
+    "DatasetError",
+    "DatasetNotFoundError",
+    "DivergedError",
+]
 
 
 class PgtrainError(Exception):
@@ -21,3 +29,11 @@ class CheckpointError(PgtrainError, RuntimeError):
 
 class DivergedError(PgtrainError, FloatingPointError):
     """Training produced a non-finite loss or gradient; the message says what to try."""
+
+
+class DatasetError(PgtrainError, ValueError):
+    """A dataset file is malformed or unreadable; the message names the file."""
+
+
+class DatasetNotFoundError(PgtrainError, FileNotFoundError):
+    """A dataset file or folder does not exist; the message names the path."""

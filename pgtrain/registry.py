@@ -1,8 +1,9 @@
 """Registry: an index from names to plain callables, for picking components by name in configs."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
+from pgtrain.config.lazy_call import check_arguments
 from pgtrain.errors import RegistryError
 from pgtrain.utils.suggest import did_you_mean
 
@@ -62,6 +63,26 @@ class Registry:
             raise RegistryError(
                 f"No '{name}' in {self._name}{suggestion}{sep}Known: {known}{hint}"
             ) from None
+
+    def build(
+        self, name: str, kwargs: Mapping[str, Any], *, where: str = "", kind: str = ""
+    ) -> Any:
+        """Calls the entry `name` with `kwargs`, after checking that it takes them.
+
+        Args:
+            name: the registered name.
+            kwargs: its keyword arguments.
+            where: the config key of the call, for messages (e.g. ``model.backbone``).
+            kind: what an entry is called in messages (e.g. ``backbone``); default the registry's
+                name.
+
+        Raises:
+            RegistryError: no entry of that name (with close and known names).
+            ConfigError: an unknown or missing argument (with close names).
+        """
+        fn = self.get(name)
+        check_arguments(fn, kwargs, where, owner=f"{kind or self._name} '{name}'")
+        return fn(**kwargs)
 
     def names(self) -> list[str]:
         """Returns the registered names, sorted."""

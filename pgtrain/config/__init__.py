@@ -7,6 +7,7 @@ from pgtrain.config.lazy_call import (
     check_arguments,
     instantiate,
     locate,
+    signature_keywords,
     target_name,
     to_plain,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "check_arguments",
     "instantiate",
     "locate",
+    "signature_keywords",
     "target_name",
     "to_plain",
 ]

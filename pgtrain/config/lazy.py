@@ -4,7 +4,6 @@ import ast
 import importlib
 import importlib.abc
 import importlib.machinery
-import inspect
 import os
 import sys
 import traceback
@@ -16,7 +15,7 @@ import yaml
 from iopath.common.file_io import g_pathmgr
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from pgtrain.config.lazy_call import locate, to_plain
+from pgtrain.config.lazy_call import locate, signature_keywords, to_plain
 from pgtrain.errors import ConfigError
 from pgtrain.utils.file_io import write_text_atomically
 from pgtrain.utils.suggest import did_you_mean
@@ -256,11 +255,10 @@ def _accepted_arguments(node: Any) -> list[str]:
         return []
     target = node._target_
     try:
-        fn = locate(target) if isinstance(target, str) else target
-        params = inspect.signature(fn).parameters.values()
-    except (ConfigError, TypeError, ValueError):
+        found = signature_keywords(locate(target) if isinstance(target, str) else target)
+    except ConfigError:
         return []
-    return [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return found[0] if found else []
 
 
 def _parse_value(raw: str) -> Any:

@@ -16,8 +16,8 @@ __all__ = [
     "accepts_keyword",
     "check_arguments",
     "instantiate",
-    "is_lazy_call",
     "locate",
+    "signature_keywords",
     "target_name",
     "to_plain",
 ]
@@ -45,11 +45,6 @@ class LazyCall:
                 "can be named on the command line"
             )
         return DictConfig({TARGET: self._target, **kwargs}, flags={"allow_objects": True})
-
-
-def is_lazy_call(node: Any) -> bool:
-    """Says whether `node` is a mapping that describes a call (has a ``_target_`` key)."""
-    return isinstance(node, (Mapping, DictConfig)) and TARGET in node
 
 
 def target_name(target: Any) -> str:
@@ -138,40 +133,61 @@ def _get(cfg: Any, key: Any, path: str) -> Any:
         raise ConfigError(f"{_join(path, str(key))}: {msg}") from e
 
 
+def signature_keywords(fn: Callable[..., Any]) -> tuple[list[str], bool] | None:
+    """Returns (the keyword names `fn` takes, whether it also takes ``**kwargs``), or None when
+    it has no signature to read (some builtins)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return None
+    named = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    return named, any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
 def accepts_keyword(fn: Callable[..., Any], name: str) -> bool:
     """Says whether `fn` takes a keyword argument `name` (by name or through ``**kwargs``)."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
-    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+    found = signature_keywords(fn)
+    return found is not None and (name in found[0] or found[1])
 
 
-def check_arguments(fn: Callable[..., Any], kwargs: dict[str, Any], path: str) -> None:
-    """Raises a ConfigError naming `path` if `fn` cannot take `kwargs` (with close names)."""
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
+def check_arguments(
+    fn: Callable[..., Any], kwargs: Mapping[str, Any], path: str, *, owner: str | None = None
+) -> None:
+    """Raises a ConfigError naming `path` if `fn` cannot take `kwargs`: an unknown keyword (with
+    close names and the ones it takes) or a missing required one.
+
+    The one argument check of configs, registries (`Registry.build`) and builders.
+
+    Args:
+        fn: the callable.
+        kwargs: the keyword arguments it would get.
+        path: the config key of the call, e.g. ``model.backbone`` (or "" for none).
+        owner: how to name `fn` in the message (default: its import path).
+    """
+    found = signature_keywords(fn)
+    if found is None:
         return  # builtins without a signature: let the call itself complain
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    accepted = [n for n, p in params.items() if p.kind is not inspect.Parameter.VAR_POSITIONAL]
-    for key in kwargs:
-        if key not in accepted:
-            raise ConfigError(
-                f"{path or 'config'}: unexpected keyword '{key}' for {target_name(fn)}"
-                f"{did_you_mean(key, accepted)}"
-            )
+    accepted, takes_any = found
+    who = owner or target_name(fn)
+    where = f"{path}: " if path else ""
+    if not takes_any:
+        for key in kwargs:
+            if key not in accepted:
+                raise ConfigError(
+                    f"{where}unexpected keyword '{key}' for {who}{did_you_mean(key, accepted)}"
+                    f" (it takes: {', '.join(accepted)})"
+                )
+    params = inspect.signature(fn).parameters
     missing = [
         n
-        for n, p in params.items()
-        if p.default is inspect.Parameter.empty
+        for n in accepted
+        if params[n].default is inspect.Parameter.empty
         and n not in kwargs
-        and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        and params[n].kind is not inspect.Parameter.POSITIONAL_ONLY
     ]
     if missing:
         raise ConfigError(
-            f"{path or 'config'}: {target_name(fn)} needs {', '.join(repr(m) for m in missing)}; "
+            f"{where}{who} needs {', '.join(repr(m) for m in missing)}; "
             f"set {' and '.join(_join(path, m) for m in missing)}"
         )
 

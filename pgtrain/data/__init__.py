@@ -5,7 +5,7 @@ from pgtrain.data.classification import (
     ImageFolderClassification,
     image_folder_dataset,
 )
-from pgtrain.data.coco import COCOInstanceDataset, DatasetError, DatasetNotFoundError
+from pgtrain.data.coco import COCOInstanceDataset
 from pgtrain.data.detection import (
     build_detection_test_loader,
     build_detection_train_loader,
@@ -23,6 +23,7 @@ from pgtrain.data.shapes import (
     shapes_path,
 )
 from pgtrain.data.toy import ToyClassificationDataset
+from pgtrain.errors import DatasetError, DatasetNotFoundError
 
 __all__ = [
     "CLASS_SETS",

@@ -22,8 +22,7 @@ from torch.utils.data import Dataset
 from torchvision import datasets
 from torchvision.transforms import v2
 
-from pgtrain.data.coco import DatasetError, DatasetNotFoundError
-from pgtrain.errors import ConfigError, PgtrainError
+from pgtrain.errors import ConfigError, DatasetError, DatasetNotFoundError, PgtrainError
 
 __all__ = ["DigitsDataset", "ImageFolderClassification", "image_folder_dataset"]
 

@@ -15,9 +15,9 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from pgtrain.errors import ConfigError, PgtrainError
+from pgtrain.errors import ConfigError, DatasetError, DatasetNotFoundError
 
-__all__ = ["COCOInstanceDataset", "DatasetError", "DatasetNotFoundError"]
+__all__ = ["COCOInstanceDataset"]
 
 _REQUIRED_TOP = ("images", "annotations", "categories")
 _REQUIRED_FIELDS = {
@@ -25,14 +25,6 @@ _REQUIRED_FIELDS = {
     "annotations": ("id", "image_id", "bbox", "category_id", "segmentation"),
     "categories": ("id", "name"),
 }
-
-
-class DatasetError(PgtrainError, ValueError):
-    """A dataset file is malformed or unreadable; the message names the file."""
-
-
-class DatasetNotFoundError(PgtrainError, FileNotFoundError):
-    """A dataset file or folder does not exist; the message names the path."""
 
 
 class COCOInstanceDataset(Dataset):

@@ -312,25 +312,3 @@ def user_errors_exit() -> Iterator[None]:
     except (PgtrainError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except Exception as e:
-        message = _child_user_error(e)
-        if message is None:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
-def _child_user_error(error: Exception) -> Any:
-    """Returns the one-line message of a user error raised in a spawned process, else None."""
-    text = str(error).strip().splitlines()
-    for line in reversed(text):
-        for name in (
-            "ConfigError",
-            "RegistryError",
-            "CheckpointError",
-            "DivergedError",
-            "PgtrainError",
-        ):
-            if line.startswith(f"pgtrain.errors.{name}: ") or line.startswith(f"{name}: "):
-                return line.split(": ", 1)[1]
-    return None

@@ -12,8 +12,8 @@ import torch
 from pgtrain.engine.hook_base import HookBase
 from pgtrain.errors import ConfigError, DivergedError
 from pgtrain.param_groups import named_groups
+from pgtrain.param_groups.names import param_group_names
 from pgtrain.solver.lr_scaling import DynamicLRScaling
-from pgtrain.solver.lr_scheduler import param_group_names
 from pgtrain.utils import comm
 from pgtrain.utils.writers import EventWriter
 

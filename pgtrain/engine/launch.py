@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from pgtrain import errors
 from pgtrain.engine.preemption import PREEMPTION_SIGNALS, STALL_EXIT_CODE
 from pgtrain.errors import ConfigError, PgtrainError
 from pgtrain.utils import comm
@@ -37,6 +38,7 @@ DEFAULT_TIMEOUT = timedelta(minutes=30)
 """How long a collective may wait for the other ranks before it fails."""
 
 _TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+_USER_ERROR_EXIT_CODE = 2  # as the tools exit on a user error
 
 
 def launch(
@@ -91,22 +93,25 @@ def launch(
     dist_url = _resolve_url(dist_url, num_machines)
     _check_picklable(main_func)
     worker_args = (main_func, args, machine_rank, num_gpus_per_machine, world_size, backend)
+    # A worker's user error comes back as data (its class name and message), not as a traceback
+    # to be read: this process raises it again, so the tools print it as one line.
+    user_errors = mp.get_context("spawn").SimpleQueue()
     context = mp.start_processes(
         _distributed_worker,
-        args=(*worker_args, dist_url, timeout),
+        args=(*worker_args, dist_url, timeout, user_errors),
         nprocs=num_gpus_per_machine,
         start_method="spawn",
         join=False,
     )
-    _join_forwarding_signals(context)
+    _join_forwarding_signals(context, user_errors)
 
 
-def _join_forwarding_signals(context: mp.ProcessContext) -> None:
+def _join_forwarding_signals(context: mp.ProcessContext, user_errors: Any) -> None:
     """Waits for the spawned processes, passing a preemption signal on to each of them.
 
     A scheduler may signal only this launcher; the workers save and exit with ``128 +
     signal`` (or `STALL_EXIT_CODE` when one named a stalled rank), and this process exits with
-    the same status instead of a traceback.
+    the same status instead of a traceback. A worker's user error is raised here again.
     """
 
     def forward(signum: int, frame: object) -> None:
@@ -120,6 +125,9 @@ def _join_forwarding_signals(context: mp.ProcessContext) -> None:
         while not context.join(grace_period=5):
             pass
     except mp.ProcessExitedException as e:
+        if e.exit_code == _USER_ERROR_EXIT_CODE and not user_errors.empty():
+            name, message = user_errors.get()
+            raise getattr(errors, name, PgtrainError)(message) from None
         stopped = {128 + s for s in PREEMPTION_SIGNALS} | {STALL_EXIT_CODE}
         if e.exit_code == STALL_EXIT_CODE:
             print(
@@ -212,6 +220,7 @@ def _distributed_worker(
     backend: str,
     dist_url: str,
     timeout: timedelta,
+    user_errors: Any = None,
 ) -> None:
     """Joins the process group as one spawned process, runs `main_func` and leaves the group."""
     device_id = None
@@ -231,7 +240,13 @@ def _distributed_worker(
         device_id=device_id,
     )
     comm.create_local_process_group(num_local_processes)
-    _run_and_leave_group(main_func, args)
+    try:
+        _run_and_leave_group(main_func, args)
+    except PgtrainError as e:
+        if user_errors is None:
+            raise
+        user_errors.put((type(e).__name__, str(e)))
+        raise SystemExit(_USER_ERROR_EXIT_CODE) from None
 
 
 def _num_cpus() -> int:

@@ -3,7 +3,7 @@
 import torch
 
 from pgtrain.engine.hook_base import HookBase
-from pgtrain.solver.lr_scheduler import param_group_names
+from pgtrain.param_groups.names import param_group_names
 
 __all__ = ["ParamGroupStatsHook"]
 

@@ -203,10 +203,10 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """Returns what resuming needs: iteration, optimizer state by name, hook states."""
         hooks = {}
-        for hook in self._hooks:
+        for key, hook in self._hook_keys():
             state = hook.state_dict()
             if state:
-                hooks[type(hook).__qualname__] = state
+                hooks[key] = state
         optimizer = optimizer_state_by_name(self.optimizer, _unwrap(self.model))
         return {"iteration": self.iter, "optimizer": optimizer, "hooks": hooks}
 
@@ -222,10 +222,18 @@ class Trainer:
             names = [n for n, _ in _unwrap(self.model).named_parameters()]
             saved = optimizer_state_from_torch(saved, names)
         load_optimizer_state_by_name(self.optimizer, saved, _unwrap(self.model))
-        for hook in self._hooks:
-            key = type(hook).__qualname__
+        for key, hook in self._hook_keys():
             if key in state.get("hooks", {}):
                 hook.load_state_dict(state["hooks"][key])
+
+    def _hook_keys(self) -> list[tuple[str, HookBase]]:
+        """Each hook's key in checkpoints: its class name, then ``#2``, ``#3`` for repeats."""
+        keys, seen = [], {}
+        for hook in self._hooks:
+            name = type(hook).__qualname__
+            seen[name] = seen.get(name, 0) + 1
+            keys.append((name if seen[name] == 1 else f"{name}#{seen[name]}", hook))
+        return keys
 
 
 def _batch_len(batch: Any) -> int:

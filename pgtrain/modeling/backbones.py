@@ -30,7 +30,6 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from pgtrain.config import check_arguments
 from pgtrain.errors import ConfigError
 from pgtrain.modeling.pretrained import imagenet_weights
 from pgtrain.modeling.registries import BACKBONES
@@ -96,9 +95,7 @@ def build_backbone(name: str, **kwargs: Any) -> nn.Module:
         RegistryError: No such entry (the message suggests close names).
         ConfigError: An argument the entry does not take (with close names).
     """
-    fn = BACKBONES.get(name)
-    check_arguments(fn, kwargs, f"backbone '{name}'")
-    return fn(**kwargs)
+    return BACKBONES.build(name, kwargs, where="model.backbone", kind="backbone")
 
 
 class _FPNOptions(NamedTuple):

@@ -13,7 +13,6 @@ from torch import nn
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 
-from pgtrain.config import check_arguments
 from pgtrain.errors import ConfigError
 from pgtrain.modeling.registries import HEADS
 
@@ -33,9 +32,7 @@ def build_head(name: str, **kwargs: Any) -> nn.Module:
         RegistryError: No such entry (the message suggests close names).
         ConfigError: An argument the entry does not take (with close names), or a bad value.
     """
-    fn = HEADS.get(name)
-    check_arguments(fn, kwargs, f"head '{name}'")
-    return fn(**kwargs)
+    return HEADS.build(name, kwargs, kind="head")
 
 
 @HEADS.register()

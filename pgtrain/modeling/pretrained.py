@@ -12,10 +12,10 @@ import importlib.util
 import os
 import re
 import shutil
-import tempfile
 from urllib.parse import urlparse
 
 import torch
+from iopath.common.file_io import g_pathmgr
 from torchvision.models import (
     MobileNet_V2_Weights,
     MobileNet_V3_Large_Weights,
@@ -27,6 +27,7 @@ from torchvision.models import (
 from torchvision.models._api import WeightsEnum
 
 from pgtrain.errors import CheckpointError
+from pgtrain.utils.file_io import write_atomically
 
 __all__ = [
     "IMAGENET_WEIGHTS",
@@ -165,17 +166,10 @@ def _copy_atomically(source: str, dest: str) -> None:
     Several processes of one run may seed the cache at once; each writes its own temporary
     file and the last rename wins with identical content.
     """
-    folder = os.path.dirname(dest)
     try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".pgtrain-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-                shutil.copyfileobj(src, out)
-            os.replace(tmp, dest)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        with open(source, "rb") as src:
+            write_atomically(g_pathmgr, dest, lambda out: shutil.copyfileobj(src, out))
     except OSError as e:
         raise CheckpointError(
             f"Could not copy {source} to {dest} ({e}); make that folder writable or point "

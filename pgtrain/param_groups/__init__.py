@@ -12,6 +12,7 @@ from pgtrain.param_groups.builders import (
 from pgtrain.param_groups.layer_decay import layer_decay_param_groups, layer_scales
 from pgtrain.param_groups.layer_ids import LAYER_ID_RESOLVERS, LayerIds, resolve_layer_ids
 from pgtrain.param_groups.model_params import ModelParams, collect_model_params
+from pgtrain.param_groups.names import param_group_names
 from pgtrain.param_groups.plan import PRECEDENCE, BuildPlan, ParamDecision, ParamGroups
 from pgtrain.param_groups.reduce import reduce_param_groups
 from pgtrain.param_groups.report import (
@@ -54,6 +55,7 @@ __all__ = [
     "named_groups",
     "optimizer_state_by_name",
     "optimizer_state_from_torch",
+    "param_group_names",
     "param_groups_to_dict",
     "parse_rules",
     "plan_param_groups",

@@ -8,6 +8,7 @@ from torch import nn
 
 from pgtrain.errors import ConfigError
 from pgtrain.param_groups.model_params import ModelParams, collect_model_params
+from pgtrain.param_groups.names import param_group_names
 from pgtrain.param_groups.plan import BuildPlan, ParamDecision, ParamGroups
 
 __all__ = ["audit_param_groups", "named_groups"]
@@ -185,7 +186,7 @@ def named_groups(
 
     `groups` is a list of group dicts or a ``torch.optim.Optimizer``. Names come from each group's
     ``param_names``; groups without them are named through `model` by tensor identity (as a
-    param-group visualizer does). A group without ``name`` shows as ``group{i}``.
+    param-group visualizer does). Display names are `param_group_names`'.
 
     Raises:
         ConfigError: a group has no ``param_names`` and no `model` was given, or holds a tensor
@@ -195,7 +196,7 @@ def named_groups(
         groups = groups.param_groups
     by_id = None
     result = []
-    for i, group in enumerate(groups):
+    for i, (display, group) in enumerate(zip(param_group_names(groups), groups, strict=True)):
         names = group.get("param_names")
         if names is None:
             if model is None:
@@ -208,7 +209,7 @@ def named_groups(
             names = [
                 by_id.get(id(p)) or f"<not in model: {tuple(p.shape)}>" for p in group["params"]
             ]
-        result.append((str(group.get("name", f"group{i}")), group, list(names)))
+        result.append((display, group, list(names)))
     return result
 
 

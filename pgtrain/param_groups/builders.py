@@ -15,12 +15,12 @@ A project adds its own with ``@PARAM_GROUP_BUILDERS.register("name")``; building
 import contextlib
 import gc
 import inspect
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from torch import nn
 
-from pgtrain.config.lazy_call import accepts_keyword
+from pgtrain.config.lazy_call import accepts_keyword, check_arguments
 from pgtrain.errors import ConfigError
 from pgtrain.param_groups.assign import (
     StartFn,
@@ -36,7 +36,6 @@ from pgtrain.param_groups.plan import BuildPlan, ParamGroups
 from pgtrain.param_groups.reduce import reduce_param_groups
 from pgtrain.param_groups.rules import SELECTOR_KEYS, Rule, parse_rules
 from pgtrain.registry import Registry
-from pgtrain.utils.suggest import did_you_mean
 
 __all__ = [
     "PARAM_GROUP_BUILDERS",
@@ -97,34 +96,16 @@ def build_param_groups(
             the audit reject.
     """
     fn = PARAM_GROUP_BUILDERS.get(builder)
-    kwargs = _check_options(builder, fn, options)
+    kwargs = dict(options)
     if fresh is not None and accepts_keyword(fn, "fresh"):
         kwargs["fresh"] = fresh
+    first = next(iter(inspect.signature(fn).parameters))  # the model, whatever its name
+    check_arguments(fn, {first: model, **kwargs}, "optimizer.params", owner=f"builder '{builder}'")
     with paused_gc():
         groups = fn(model, **kwargs)
         if isinstance(groups, ParamGroups):  # made by plan_param_groups / audit_param_groups
             return groups
         return audit_param_groups(model, groups, builder=builder)
-
-
-def _check_options(builder: str, fn: Callable[..., Any], options: dict[str, Any]) -> dict[str, Any]:
-    params = inspect.signature(fn).parameters
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    accepted = [n for n, p in list(params.items())[1:] if p.kind is not p.VAR_KEYWORD]
-    for key in options:
-        if key not in accepted and not takes_any:
-            raise ConfigError(
-                f"param-group builder '{builder}' has no option '{key}'"
-                f"{did_you_mean(key, accepted)} (options: {', '.join(accepted)})"
-            )
-    missing = [
-        n for n in accepted if params[n].default is inspect.Parameter.empty and n not in options
-    ]
-    if missing:
-        raise ConfigError(
-            f"param-group builder '{builder}' needs option(s) {', '.join(repr(m) for m in missing)}"
-        )
-    return dict(options)
 
 
 def plan_param_groups(

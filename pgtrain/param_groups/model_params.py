@@ -96,10 +96,6 @@ class ModelParams:
         """Returns the indices of every parameter some ``no_weight_decay()`` hint names."""
         return set().union(*self.hint_matches.values())
 
-    def names_of(self, index: int) -> list[str]:
-        """Returns the canonical name of parameter `index` followed by its aliases."""
-        return [self.names[index], *self.aliases.get(index, ())]
-
 
 def collect_model_params(model: nn.Module) -> ModelParams:
     """Lists every parameter of `model` once, with its owner module and any tied aliases.

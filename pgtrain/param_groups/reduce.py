@@ -5,6 +5,7 @@ from typing import Any
 
 import torch
 
+from pgtrain.param_groups.names import param_group_names
 from pgtrain.param_groups.plan import ParamDecision
 
 __all__ = ["reduce_param_groups"]
@@ -84,13 +85,9 @@ def _make_names_unique(groups: list[dict[str, Any]]) -> None:
         for group in same:
             shown = ",".join(f"{_SHORT.get(k, k)}={_fmt(group.get(k))}" for k in keys)
             group["name"] = f"{base}[{shown}]"
-    seen: set[str] = set()
-    for group in groups:  # values equal to 4 digits still need distinct names
-        name, k = group["name"], 2
-        while name in seen:
-            name, k = f"{group['name']}#{k}", k + 1
+    # Values equal to 4 digits still need distinct names.
+    for group, name in zip(groups, param_group_names(groups), strict=True):
         group["name"] = name
-        seen.add(name)
 
 
 def _hyper_keys(groups: list[dict[str, Any]]) -> list[str]:

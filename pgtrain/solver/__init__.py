@@ -1,5 +1,6 @@
 """Optimizers and LR schedules: building from config, schedules, the torch adapter, LR scaling."""
 
+from pgtrain.param_groups.names import param_group_names  # re-exported: schedules key by it
 from pgtrain.solver.build import (
     build_lr_scheduler,
     build_optimizer,
@@ -13,7 +14,7 @@ from pgtrain.solver.lr_scaling import (
     scale_lr,
     scale_optimizer_lrs,
 )
-from pgtrain.solver.lr_scheduler import LRMultiplier, group_lr_curves, param_group_names
+from pgtrain.solver.lr_scheduler import LRMultiplier, group_lr_curves
 from pgtrain.solver.schedules import LR_SCHEDULES, as_schedule, build_schedule
 
 __all__ = [

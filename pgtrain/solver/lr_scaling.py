@@ -12,8 +12,9 @@ from typing import Any
 import torch
 
 from pgtrain.errors import ConfigError
+from pgtrain.param_groups.names import param_group_names
 from pgtrain.solver._checks import number, positive_int
-from pgtrain.solver.lr_scheduler import LRMultiplier, param_group_names
+from pgtrain.solver.lr_scheduler import LRMultiplier
 from pgtrain.utils.suggest import did_you_mean
 
 __all__ = [

@@ -17,31 +17,17 @@ from fvcore.common.param_scheduler import ParamScheduler
 from torch.optim.lr_scheduler import LRScheduler
 
 from pgtrain.errors import CheckpointError, ConfigError
+from pgtrain.param_groups.names import param_group_names
 from pgtrain.solver._checks import number, positive_int
 from pgtrain.solver.param_schedulers import DelayedStartSchedule
 from pgtrain.solver.schedules import as_schedule
 from pgtrain.utils.suggest import did_you_mean
 
-__all__ = ["LRMultiplier", "group_lr_curves", "param_group_names"]
+__all__ = ["LRMultiplier", "group_lr_curves"]
 
 logger = logging.getLogger(__name__)
 
 Schedule = Callable[[float], float]
-
-
-def param_group_names(param_groups: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Returns each group's name: its ``name`` key, else ``group{i}``; repeats get ``#k``.
-
-    These names key ``group_schedules``, the LR curves and the per-group logs (``lr/<name>``).
-    """
-    names: list[str] = []
-    for i, group in enumerate(param_groups):
-        base = str(group.get("name") or f"group{i}")
-        name, k = base, 1
-        while name in names:
-            name, k = f"{base}#{k}", k + 1
-        names.append(name)
-    return names
 
 
 def _resolve_schedules(

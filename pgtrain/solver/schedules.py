@@ -20,7 +20,6 @@ Example config::
                                  warmup_factor=0.001, max_iter="${train.max_iter}")
 """
 
-import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -44,7 +43,6 @@ from pgtrain.solver.param_schedulers import (
     check_warmup,
 )
 from pgtrain.solver.schedule_units import ScheduleUnits
-from pgtrain.utils.suggest import did_you_mean
 
 __all__ = ["LR_SCHEDULES", "as_schedule", "build_schedule"]
 
@@ -62,21 +60,7 @@ def build_schedule(name: str, **kwargs: Any) -> ParamScheduler:
         RegistryError: `name` is not registered (the message lists close and known names).
         ConfigError: an argument is unknown, missing or invalid (the message names it).
     """
-    fn = LR_SCHEDULES.get(name)
-    params = inspect.signature(fn).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        for key in kwargs:
-            if key not in params:
-                hint = did_you_mean(key, params)
-                raise ConfigError(
-                    f"schedule '{name}' has no argument '{key}'{hint}{' ' if hint else '. '}"
-                    f"It takes: {', '.join(params)}"
-                )
-    for key, p in params.items():
-        required = p.default is inspect.Parameter.empty
-        if required and p.kind is not inspect.Parameter.VAR_KEYWORD and key not in kwargs:
-            raise ConfigError(f"schedule '{name}' needs the argument '{key}'")
-    return fn(**kwargs)
+    return LR_SCHEDULES.build(name, kwargs, where="lr_scheduler.schedule", kind="schedule")
 
 
 def as_schedule(obj: Any, arg: str) -> Callable[[float], float]:

@@ -2,7 +2,6 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from fvcore.common.history_buffer import HistoryBuffer
 
@@ -36,11 +35,6 @@ class EventStorage:
         buffer.update(value, self.iter)
         self._latest[name] = (value, self.iter)
 
-    def put_scalars(self, *, smoothing_hint: bool = True, **values: float) -> None:
-        """Records several scalars at the current iteration."""
-        for name, value in values.items():
-            self.put_scalar(name, value, smoothing_hint)
-
     def history(self, name: str) -> HistoryBuffer:
         """Returns the history of `name`; raises KeyError naming the known keys if absent."""
         if name not in self._history:
@@ -65,14 +59,6 @@ class EventStorage:
                 value = self._history[name].median(window)
             out[name] = (value, it)
         return out
-
-    def step(self) -> None:
-        """Advances to the next iteration."""
-        self.iter += 1
-
-    def state_dict(self) -> dict[str, Any]:
-        """Returns the iteration only: histories are logs, not state to resume."""
-        return {"iter": self.iter}
 
 
 def get_event_storage() -> EventStorage:

@@ -8,7 +8,8 @@ __all__ = ["close_matches", "did_you_mean"]
 
 def close_matches(word: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     """Returns up to `n` candidates closest to `word`, best first."""
-    return difflib.get_close_matches(word, list(candidates), n=n, cutoff=0.5)
+    unique = list(dict.fromkeys(candidates))  # a name listed twice is suggested once
+    return difflib.get_close_matches(word, unique, n=n, cutoff=0.5)
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str:

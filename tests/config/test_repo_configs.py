@@ -3,7 +3,6 @@
 import os
 
 import pytest
-import torch
 from omegaconf import DictConfig
 
 from pgtrain.config import LazyConfig, instantiate, to_plain
@@ -33,8 +32,10 @@ def test_config_round_trips_and_instantiates(path, tmp_path):
     for full in as_full_config(back):
         LazyConfig.apply_overrides(full, [*tiny_overrides(full, tmp_path), *_small_images(full)])
         built = build_run(full)
-        assert isinstance(built["model"], torch.nn.Module)
-        assert isinstance(built["optimizer"], torch.optim.Optimizer)
+        # Every trainable parameter is in exactly one of the optimizer's groups.
+        trainable = {id(p) for p in built["model"].parameters() if p.requires_grad}
+        placed = [id(p) for g in built["optimizer"].param_groups for p in g["params"]]
+        assert len(placed) == len(set(placed)) and set(placed) == trainable
 
 
 def _small_images(cfg: DictConfig) -> list[str]:

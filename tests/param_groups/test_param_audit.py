@@ -69,13 +69,15 @@ def test_optional_rule_may_match_nothing(vit):
 
 def test_unknown_builder_option_suggests_the_right_one(vit):
     with pytest.raises(
-        ConfigError, match="builder 'layer_decay' has no option 'decy'; did you mean 'decay'"
+        ConfigError,
+        match="optimizer.params: unexpected keyword 'decy' for builder 'layer_decay'; did you "
+        "mean 'decay' or 'weight_decay'\\?",
     ):
         build_param_groups(vit, builder="layer_decay", lr=1.0, decy=0.5)
 
 
 def test_missing_lr_is_an_error(vit):
-    with pytest.raises(ConfigError, match="builder 'rules' needs option.*'lr'"):
+    with pytest.raises(ConfigError, match="builder 'rules' needs 'lr'; set optimizer.params.lr"):
         build_param_groups(vit, builder="rules", weight_decay=0.1)
 
 

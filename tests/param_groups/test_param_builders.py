@@ -170,7 +170,10 @@ def test_custom_builder_is_selected_by_name_and_audited(detector):
         "roi_heads.mask_predictor.bias",
     ]
     assert groups.plan.builder == "test_two_speed"
-    with pytest.raises(ConfigError, match="no option 'fsat'; did you mean 'fast'"):
+    with pytest.raises(
+        ConfigError,
+        match="unexpected keyword 'fsat' for builder 'test_two_speed'; did you mean 'fast'",
+    ):
         build_param_groups(detector, builder="test_two_speed", lr=0.1, fsat="roi_heads.")
 
 

@@ -153,7 +153,14 @@ def test_vitdet_trains_a_few_iterations_on_shapes(tmp_path, run_tool):
     )
     records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
     losses = [r["total_loss"] for r in records if "total_loss" in r]
-    assert len(losses) == 3 and all(v is not None for v in losses)
+    assert len(losses) == 3
+    # Every group of the run-start table has its LR logged, at 10x for the predictors' groups.
+    first = next(r for r in records if any(k.startswith("lr/") for k in r))
+    lrs = {k[3:]: v for k, v in first.items() if k.startswith("lr/")}
+    predictors = [v for k, v in lrs.items() if "predictors" in k]
+    last_layer = [v for k, v in lrs.items() if k.startswith("layer_3")]  # depth 2: scale 1
+    assert predictors and last_layer
+    assert max(predictors) == pytest.approx(10 * max(last_layer))
     assert any("segm/AP" in r for r in records)
     log = (out / "log.txt").read_text()
     assert "predictors" in log and "layer_0" in log  # both effects in the group table

@@ -110,7 +110,7 @@ def test_last_iter_and_tensor_lrs():
 
 def test_group_names():
     groups = [{"name": "a"}, {}, {"name": "a"}, {"name": ""}]
-    assert param_group_names(groups) == ["a", "group1", "a#1", "group3"]
+    assert param_group_names(groups) == ["a", "group1", "a#2", "group3"]
 
 
 def test_unknown_group_schedule_lists_real_groups():

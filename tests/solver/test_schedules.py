@@ -217,8 +217,14 @@ def test_config_interpolation_rescales_with_train_max_iter():
     "kwargs, match",
     [
         (dict(name="cosin"), "did you mean 'cosine'"),
-        (dict(name="multistep", milestone=[0.5]), "no argument 'milestone'; did you mean"),
-        (dict(name="multistep"), "needs the argument 'milestones'"),
+        (
+            dict(name="multistep", milestone=[0.5]),
+            "unexpected keyword 'milestone' for schedule 'multistep'; did you mean 'milestones'",
+        ),
+        (
+            dict(name="multistep"),
+            "schedule 'multistep' needs 'milestones'; set lr_scheduler.schedule.milestones",
+        ),
         (dict(name="multistep", milestones=[60000]), r"milestones\[0\]=60000 .* unit='iter'"),
         (dict(name="multistep", milestones=[0.8, 0.5]), "strictly increasing"),
         (dict(name="cosine", unit="iters"), "unit='iters' .* did you mean 'iter'"),

@@ -342,3 +342,18 @@ def test_bad_input_is_one_line_naming_the_key_or_path(case, tmp_path):
         args.append(f"train.output_dir={tmp_path / 'out'}")
     line = one_line_error(train_net(*args, "train.max_iter=2"))
     assert expected in line, line
+
+
+def test_a_user_error_in_a_spawned_process_is_one_line(tmp_path):
+    # The error is raised inside each of the two worker processes (the eval hook is built
+    # there) and travels back to the launcher as data, not as a traceback to be parsed.
+    proc = train_net(
+        "--config",
+        TOY,
+        "--num-processes",
+        "2",
+        f"train.output_dir={tmp_path / 'run'}",
+        "train.eval_period=-1",
+    )
+    line = one_line_error(proc)
+    assert line.startswith("error: train.eval_period=-1 must be a whole number >= 0"), line
