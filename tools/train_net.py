@@ -11,7 +11,6 @@ The config provides `model`, `optimizer`, `lr_scheduler`, `dataloader.train` and
 
 import functools
 import logging
-import signal
 
 from pgtrain.checkpoint import Checkpointer
 from pgtrain.config import LazyConfig, instantiate
@@ -25,8 +24,6 @@ from pgtrain.engine import (
     ParamGroupStatsHook,
     PeriodicCheckpointer,
     PeriodicWriter,
-    StallWatchdog,
-    StopSignal,
     Trainer,
     UnusedParameterCheck,
     apply_grouping_arguments,
@@ -40,11 +37,12 @@ from pgtrain.engine import (
     default_writers,
     launch,
     resolve_device,
+    resume_training_state,
     save_config,
     stall_timeout,
+    train_preemptibly,
     user_errors_exit,
 )
-from pgtrain.errors import CheckpointError
 from pgtrain.evaluation import inference_on_dataset
 from pgtrain.solver import DynamicLRScaling
 from pgtrain.utils import comm
@@ -113,32 +111,9 @@ def do_train(cfg, resume, notes=()):
     trainer.register_hooks(
         build_hooks(cfg, run.model, run.scheduler, checkpointer, run.effective_batch)
     )
-    start_iter = 0
-    if resume and checkpointer.has_checkpoint():
-        report = checkpointer.resume_or_load("", resume=True)
-        if not isinstance(report.extra.get("iteration"), int):
-            raise CheckpointError(
-                f"{report.path} holds weights but no training state, so --resume cannot "
-                "continue from it; start a new run from it with train.init_checkpoint="
-                f"{report.path} and another train.output_dir"
-            )
-        start_iter = report.extra["iteration"] + 1
-    stop = trainer.stop_signal = StopSignal().install()
-    watchdog = StallWatchdog(stall_timeout(cfg), lambda: trainer.iter).start()
-    try:
-        trainer.train(start_iter, train.max_iter)
-    finally:
-        watchdog.stop()
-        stop.uninstall()
-    if trainer.stop_requested:
-        comm.synchronize()  # no rank leaves before rank 0 has saved
-        signum = stop.signum or signal.SIGTERM  # this rank may not have received it itself
-        logger.warning(
-            "Stopped by %s after iteration %d with a checkpoint saved; continue with --resume",
-            signal.Signals(signum).name,
-            trainer.iter - 1,
-        )
-        raise SystemExit(128 + signum)
+    start_iter = resume_training_state(checkpointer) if resume else 0
+    # Stops cleanly on SIGTERM / SIGUSR1 (exit 128 + signal), names a stalled rank (exit 75).
+    train_preemptibly(trainer, start_iter, train.max_iter, stall_timeout=stall_timeout(cfg))
 
 
 def main(cfg, args):

@@ -27,6 +27,7 @@ from pgtrain.checkpoint.model_state import (
 from pgtrain.checkpoint.report import CheckpointReport
 from pgtrain.checkpoint.rng import capture_rng_states, restore_rng_states
 from pgtrain.errors import CheckpointError, ConfigError, PgtrainError
+from pgtrain.utils.checks import is_whole
 from pgtrain.utils.suggest import did_you_mean
 
 __all__ = ["Checkpointer"]
@@ -77,9 +78,7 @@ class Checkpointer:
         """
         if isinstance(model, DistributedDataParallel | DataParallel):
             model = model.module
-        if keep_last is not None and (
-            isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1
-        ):
+        if keep_last is not None and not is_whole(keep_last, at_least=1):
             raise ConfigError(
                 f"keep_last={keep_last!r} must be a positive integer, or None to keep all"
             )

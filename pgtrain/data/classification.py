@@ -23,6 +23,7 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from pgtrain.errors import ConfigError, DatasetError, DatasetNotFoundError, PgtrainError
+from pgtrain.utils.checks import is_whole
 
 __all__ = ["DigitsDataset", "ImageFolderClassification", "image_folder_dataset"]
 
@@ -115,9 +116,9 @@ class DigitsDataset(Dataset):
     ) -> None:
         if split not in _SPLITS:
             raise ConfigError(f"digits: split='{split}' is not one of {list(_SPLITS)}")
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 8:
+        if not is_whole(image_size, at_least=8):
             raise ConfigError(f"digits: image_size={image_size!r} must be an integer >= 8")
-        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+        if not is_whole(channels, at_least=1):
             raise ConfigError(f"digits: channels={channels!r} must be a positive integer")
         if not isinstance(val_fraction, int | float) or not 0 < val_fraction < 1:
             raise ConfigError(f"digits: val_fraction={val_fraction!r} must be in (0, 1)")
@@ -211,7 +212,7 @@ def image_folder_dataset(
         mean: per-channel means subtracted after scaling pixels to [0, 1].
         std: per-channel standard deviations divided by.
     """
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+    if not is_whole(image_size, at_least=1):
         raise ConfigError(f"image folder: image_size={image_size!r} must be a positive integer")
     if not isinstance(min_scale, int | float) or not 0 < min_scale <= 1:
         raise ConfigError(f"image folder: min_scale={min_scale!r} must be in (0, 1]")

@@ -29,8 +29,13 @@ from pgtrain.engine.hooks import (
 from pgtrain.engine.launch import launch
 from pgtrain.engine.param_group_stats import ParamGroupStatsHook
 from pgtrain.engine.periodic_checkpointer import PeriodicCheckpointer
-from pgtrain.engine.preemption import STALL_EXIT_CODE, StallWatchdog, StopSignal
-from pgtrain.engine.run import Run, build_run
+from pgtrain.engine.preemption import (
+    STALL_EXIT_CODE,
+    StallWatchdog,
+    StopSignal,
+    train_preemptibly,
+)
+from pgtrain.engine.run import Run, build_run, resume_training_state
 from pgtrain.engine.trainer import AMPTrainer, Trainer
 
 __all__ = [
@@ -40,11 +45,13 @@ __all__ = [
     "add_grouping_arguments",
     "apply_grouping_arguments",
     "build_run",
+    "resume_training_state",
     "check_output_dir",
     "check_run_config",
     "collective_timeout",
     "save_config",
     "stall_timeout",
+    "train_preemptibly",
     "BatchSizeLRScalingHook",
     "EvalHook",
     "HookBase",

@@ -21,6 +21,7 @@ from pgtrain.errors import ConfigError, PgtrainError
 from pgtrain.param_groups import build_param_groups
 from pgtrain.solver.lr_scaling import effective_batch_size, scale_optimizer_lrs
 from pgtrain.utils import comm
+from pgtrain.utils.checks import is_real, is_whole
 from pgtrain.utils.env import per_rank_seed, seed_all_rng
 from pgtrain.utils.file_io import is_local
 from pgtrain.utils.logger import setup_logger
@@ -142,13 +143,13 @@ def check_run_config(cfg: DictConfig) -> None:
     if not isinstance(device, str) or device.split(":")[0] not in _DEVICES:
         raise ConfigError(f"train.device={device!r} must be one of {', '.join(_DEVICES)}")
     seed = train.get("seed", 0)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+    if seed is not None and not is_whole(seed):
         raise ConfigError(
             f"train.seed={seed!r} must be a whole number (a negative one, or null, draws one)"
         )
     for key in ("max_iter", "log_period"):
         value = train.get(key, 1)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_whole(value, at_least=1):
             raise ConfigError(f"train.{key}={value!r} must be a positive whole number")
 
 
@@ -212,7 +213,7 @@ def collective_timeout(cfg: DictConfig, backend: str) -> timedelta:
     value = cfg.get("train", {}).get("dist_timeout_s")
     if value is None:
         return timedelta(seconds=_DEFAULT_TIMEOUT_S.get(backend, 1800.0))
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if not is_real(value, above=0):
         raise ConfigError(f"train.dist_timeout_s={value!r} must be a positive number of seconds")
     return timedelta(seconds=float(value))
 

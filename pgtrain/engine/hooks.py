@@ -15,6 +15,7 @@ from pgtrain.param_groups import named_groups
 from pgtrain.param_groups.names import param_group_names
 from pgtrain.solver.lr_scaling import DynamicLRScaling
 from pgtrain.utils import comm
+from pgtrain.utils.checks import is_whole
 from pgtrain.utils.writers import EventWriter
 
 __all__ = [
@@ -95,7 +96,7 @@ class EvalHook(HookBase):
     """
 
     def __init__(self, period: int, eval_function: Callable[[], Mapping[str, Any] | None]) -> None:
-        if isinstance(period, bool) or not isinstance(period, int) or period < 0:
+        if not is_whole(period, at_least=0):
             raise ConfigError(
                 f"train.eval_period={period!r} must be a whole number >= 0 (0: evaluate only at "
                 "the end)"
@@ -125,7 +126,7 @@ class PeriodicWriter(HookBase):
     """Calls every writer each `period` iterations, after the last one and at the end."""
 
     def __init__(self, writers: Sequence[EventWriter], period: int = 20) -> None:
-        if isinstance(period, bool) or not isinstance(period, int) or period < 1:
+        if not is_whole(period, at_least=1):
             raise ConfigError(f"train.log_period={period!r} must be a positive integer")
         self._writers = list(writers)
         self._period = period

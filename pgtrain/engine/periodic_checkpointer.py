@@ -3,6 +3,7 @@
 from pgtrain.checkpoint.checkpointer import Checkpointer
 from pgtrain.engine.hook_base import HookBase
 from pgtrain.errors import ConfigError
+from pgtrain.utils.checks import is_whole
 
 __all__ = ["PeriodicCheckpointer"]
 
@@ -31,7 +32,7 @@ class PeriodicCheckpointer(HookBase):
             max_iter: Iteration count of the run; None takes ``trainer.max_iter``.
             file_prefix: File name prefix.
         """
-        if isinstance(period, bool) or not isinstance(period, int) or period < 1:
+        if not is_whole(period, at_least=1):
             raise ConfigError(f"Checkpoint period={period!r} must be a positive integer")
         self.checkpointer = checkpointer
         self.period = period

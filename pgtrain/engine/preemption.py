@@ -17,10 +17,19 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch.distributed as dist
 
-__all__ = ["PREEMPTION_SIGNALS", "STALL_EXIT_CODE", "StallWatchdog", "StopSignal"]
+from pgtrain.utils import comm
+
+__all__ = [
+    "PREEMPTION_SIGNALS",
+    "STALL_EXIT_CODE",
+    "StallWatchdog",
+    "StopSignal",
+    "train_preemptibly",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -146,3 +155,30 @@ def _heartbeat(store: dist.Store, rank: int, started: float) -> tuple[float, str
         return started, "none yet"
     seen, _, iteration = store.get(key).decode().partition(" ")
     return float(seen), iteration
+
+
+def train_preemptibly(
+    trainer: Any, start_iter: int, max_iter: int, *, stall_timeout: float
+) -> None:
+    """Runs ``trainer.train`` with a `StopSignal` and a `StallWatchdog` around it.
+
+    After a stop on request every rank waits for rank 0's save, then the process exits with
+    ``SystemExit(128 + signal)``.
+    """
+    stop = trainer.stop_signal = StopSignal().install()
+    watchdog = StallWatchdog(stall_timeout, lambda: trainer.iter).start()
+    try:
+        trainer.train(start_iter, max_iter)
+    finally:
+        watchdog.stop()
+        stop.uninstall()
+    if not trainer.stop_requested:
+        return
+    comm.synchronize()  # no rank leaves before rank 0 has saved
+    signum = stop.signum or signal.SIGTERM  # this rank may not have received it itself
+    logger.warning(
+        "Stopped by %s after iteration %d with a checkpoint saved; continue with --resume",
+        signal.Signals(signum).name,
+        trainer.iter - 1,
+    )
+    raise SystemExit(128 + signum)

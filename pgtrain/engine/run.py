@@ -19,10 +19,11 @@ from torch import nn
 from pgtrain.checkpoint import Checkpointer, CheckpointReport
 from pgtrain.config import instantiate
 from pgtrain.engine.defaults import resolve_device, scale_lrs_to_batch
+from pgtrain.errors import CheckpointError
 from pgtrain.param_groups import ParamGroups, format_param_group_table
 from pgtrain.solver import build_lr_scheduler, build_optimizer, build_param_groups_from_config
 
-__all__ = ["Run", "build_run"]
+__all__ = ["Run", "build_run", "resume_training_state"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,3 +122,23 @@ def build_run(
         )
     scheduler = build_lr_scheduler(cfg.get("lr_scheduler"), optimizer)
     return Run(cfg, model, weights, groups, optimizer, scheduler, loader, batch, list(notes))
+
+
+def resume_training_state(checkpointer: Checkpointer) -> int:
+    """Restores the checkpointables (the trainer: optimizer, hooks) and RNG states from the last
+    checkpoint, if there is one; returns the iteration to train next (0 without a checkpoint).
+
+    Raises:
+        CheckpointError: The last checkpoint holds weights only (no iteration to continue from).
+    """
+    if not checkpointer.has_checkpoint():
+        return 0
+    report = checkpointer.resume_or_load("", resume=True)
+    iteration = report.extra.get("iteration")
+    if isinstance(iteration, bool) or not isinstance(iteration, int):
+        raise CheckpointError(
+            f"{report.path} holds weights but no training state, so --resume cannot continue "
+            f"from it; start a new run from it with train.init_checkpoint={report.path} and "
+            "another train.output_dir"
+        )
+    return iteration + 1

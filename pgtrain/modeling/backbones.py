@@ -33,6 +33,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from pgtrain.errors import ConfigError
 from pgtrain.modeling.pretrained import imagenet_weights
 from pgtrain.modeling.registries import BACKBONES
+from pgtrain.utils.checks import is_whole
 
 __all__ = [
     "FPNBackbone",
@@ -177,7 +178,7 @@ def _checked(arch: str, o: _FPNOptions) -> _FPNOptions:
     trainable = o.trainable_layers
     if trainable is None:  # random weights are all worth training
         trainable = 3 if pretrained else _NUM_STAGES
-    if isinstance(trainable, bool) or not isinstance(trainable, int) or not 0 <= trainable <= 5:
+    if not is_whole(trainable, at_least=0, at_most=5):
         raise ConfigError(
             f"{arch}_fpn: trainable_layers={trainable!r} must be an integer in [0, 5] (how many "
             "stages from the top train; 5 trains all)"
@@ -189,7 +190,7 @@ def _checked(arch: str, o: _FPNOptions) -> _FPNOptions:
             "[1, 4] (stage k has stride 2^(k+1); [2, 3, 4] gives P3-P5)"
         )
     channels = o.fpn_channels
-    if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+    if not is_whole(channels, at_least=1):
         raise ConfigError(f"{arch}_fpn: fpn_channels={channels!r} must be a positive integer")
     frozen_bn = pretrained if o.frozen_bn is None else bool(o.frozen_bn)
     return _FPNOptions(pretrained, trainable, returned, channels, bool(o.extra_pool), frozen_bn)

@@ -8,12 +8,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from pgtrain.errors import ConfigError, PgtrainError
+from pgtrain.utils.checks import is_real, is_whole
 
 __all__ = ["ImageClassifier"]
 
 
 def _check_fraction(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+    if not is_real(value, at_least=0, below=1):
         raise ConfigError(f"model.{key}={value!r} must be a number in [0, 1)")
     return float(value)
 
@@ -45,11 +46,11 @@ class ImageClassifier(nn.Module):
         head_dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        if not is_whole(num_classes, at_least=1):
             raise ConfigError(f"model.num_classes={num_classes!r} must be a positive integer")
         if feature_dim is None:
             feature_dim = getattr(backbone, "embed_dim", None)
-        if isinstance(feature_dim, bool) or not isinstance(feature_dim, int) or feature_dim < 1:
+        if not is_whole(feature_dim, at_least=1):
             raise ConfigError(
                 f"model: {type(backbone).__name__} has no integer `embed_dim` (got "
                 f"{feature_dim!r}); set model.feature_dim to the width of its output features"

@@ -15,6 +15,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 
 from pgtrain.errors import ConfigError
 from pgtrain.modeling.registries import HEADS
+from pgtrain.utils.checks import is_whole
 
 __all__ = [
     "build_head",
@@ -100,13 +101,13 @@ def mask_rcnn_predictor(
 def _check_positive(head: str, **values: Any) -> None:
     """Raises a ConfigError naming the first argument that is not a positive integer."""
     for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_whole(value, at_least=1):
             raise ConfigError(f"{head}: {key}={value!r} must be a positive integer")
 
 
 def _check_classes(head: str, num_classes: Any) -> None:
     """Raises a ConfigError unless there is the background plus at least one class."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+    if not is_whole(num_classes, at_least=2):
         raise ConfigError(
             f"{head}: num_classes={num_classes!r} must be an integer >= 2 (it counts the "
             "background as class 0)"

@@ -24,6 +24,7 @@ from pgtrain.modeling.heads import (
     mask_rcnn_predictor,
     two_mlp_box_head,
 )
+from pgtrain.utils.checks import is_whole
 
 __all__ = ["MaskRCNN"]
 
@@ -215,7 +216,7 @@ def _backbone_channels(backbone: Any) -> int:
 
 
 def _check_num_classes(num_classes: Any) -> None:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+    if not is_whole(num_classes, at_least=2):
         raise ConfigError(
             f"model.num_classes={num_classes!r} must be an integer >= 2: the number of "
             "classes plus one for the background"

@@ -23,6 +23,7 @@ from pgtrain.config import check_arguments
 from pgtrain.errors import ConfigError
 from pgtrain.modeling.registries import BACKBONES
 from pgtrain.modeling.vit import VisionTransformer
+from pgtrain.utils.checks import is_whole
 
 __all__ = ["SimpleFeaturePyramid", "vitdet_backbone"]
 
@@ -106,7 +107,7 @@ class SimpleFeaturePyramid(nn.Module):
                 f"SimpleFeaturePyramid: net must be an image VisionTransformer (num_frames=1, "
                 f"tubelet_size=1), got {type(net).__name__}"
             )
-        if isinstance(out_channels, bool) or not isinstance(out_channels, int) or out_channels < 1:
+        if not is_whole(out_channels, at_least=1):
             raise ConfigError(f"vitdet: out_channels={out_channels!r} must be a positive integer")
         steps = _steps(scale_factors, net.patch_size, net.embed_dim)
         self.net = net

@@ -36,6 +36,7 @@ from pgtrain.param_groups.plan import BuildPlan, ParamGroups
 from pgtrain.param_groups.reduce import reduce_param_groups
 from pgtrain.param_groups.rules import SELECTOR_KEYS, Rule, parse_rules
 from pgtrain.registry import Registry
+from pgtrain.utils.checks import is_real
 
 __all__ = [
     "PARAM_GROUP_BUILDERS",
@@ -162,7 +163,7 @@ def plan_param_groups(
 
 
 def _check_number(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+    if not is_real(value, at_least=0):
         raise ConfigError(f"{key} must be a non-negative number, got {value!r}")
 
 

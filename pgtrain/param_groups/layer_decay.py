@@ -16,6 +16,7 @@ from pgtrain.param_groups.layer_ids import Resolver, resolve_layer_ids
 from pgtrain.param_groups.model_params import ModelParams, collect_model_params
 from pgtrain.param_groups.plan import ParamGroups
 from pgtrain.param_groups.rules import parse_rules
+from pgtrain.utils.checks import is_real, is_whole
 
 __all__ = ["layer_decay_param_groups", "layer_scales"]
 
@@ -66,7 +67,7 @@ def layer_decay_param_groups(
         fresh: names of parameters the initial checkpoint did not provide.
         merge_labels: merge groups with equal hyperparameters across labels.
     """
-    if isinstance(decay, bool) or not isinstance(decay, int | float) or not 0 < decay <= 1:
+    if not is_real(decay, above=0, at_most=1):
         raise ConfigError(f"decay must be a number in (0, 1], got {decay!r}")
     with paused_gc():  # the inventory and layer ids allocate per parameter too
         params = collect_model_params(model)
@@ -140,7 +141,7 @@ def _declared_but_absent(model: nn.Module, params: ModelParams, skip: list[str])
 def _depth(num_layers: int | None, found: int) -> int:
     if num_layers is None:
         return found
-    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < found:
+    if not is_whole(num_layers, at_least=found):
         raise ConfigError(
             f"num_layers is {num_layers!r} but the model has {found} blocks; leave "
             "it unset to use the number found"

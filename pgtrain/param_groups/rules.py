@@ -58,6 +58,7 @@ from torch import nn
 
 from pgtrain.config import locate
 from pgtrain.errors import ConfigError
+from pgtrain.utils.checks import is_real, is_whole
 from pgtrain.utils.suggest import did_you_mean
 
 __all__ = ["Rule", "parse_rules", "is_norm", "SELECTOR_KEYS", "SETTING_KEYS"]
@@ -211,7 +212,7 @@ def _parse_selector(key: str, value: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be true or false, got {value!r}")
         return value
     if key == "max_ndim":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if not is_whole(value, at_least=0):
             raise ConfigError(f"{where} must be a non-negative integer, got {value!r}")
         return value
     if key == "module":
@@ -269,7 +270,7 @@ def _is_instance(module: nn.Module, types: tuple[type, ...]) -> bool:
 def _parse_setting(key: str, value: Any, where: str) -> Any:
     where = f"{where}.{key}"
     if key in _NUMBER_SETTINGS:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        if not is_real(value, at_least=0):
             raise ConfigError(f"{where} must be a non-negative number, got {value!r}")
         return float(value)
     if key == "frozen":

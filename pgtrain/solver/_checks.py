@@ -3,13 +3,14 @@
 from typing import Any
 
 from pgtrain.errors import ConfigError
+from pgtrain.utils.checks import is_real, is_whole
 
 __all__ = ["number", "positive_int"]
 
 
 def number(value: Any, arg: str) -> float:
     """Returns `value` as a float, or raises ConfigError naming `arg` when it is not a number."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if not is_real(value):
         raise ConfigError(f"{arg} must be a number, got {value!r}")
     return float(value)
 
@@ -18,6 +19,6 @@ def positive_int(value: Any, arg: str) -> int:
     """Returns `value` as an int > 0, or raises ConfigError naming `arg`."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if not is_whole(value, at_least=1):
         raise ConfigError(f"{arg} must be a positive integer, got {value!r}")
     return value

@@ -21,6 +21,7 @@ from pgtrain.param_groups.names import param_group_names
 from pgtrain.solver._checks import number, positive_int
 from pgtrain.solver.param_schedulers import DelayedStartSchedule
 from pgtrain.solver.schedules import as_schedule
+from pgtrain.utils.checks import is_whole
 from pgtrain.utils.suggest import did_you_mean
 
 __all__ = ["LRMultiplier", "group_lr_curves"]
@@ -188,7 +189,7 @@ class LRMultiplier(LRScheduler):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Resumes at the saved iteration and LR factor, with this run's groups and LRs."""
         last = state_dict.get("last_iter", state_dict.get("last_epoch"))
-        if isinstance(last, bool) or not isinstance(last, int):
+        if not is_whole(last):
             raise CheckpointError(
                 "the lr scheduler state has no iteration ('last_iter'); it was not saved by "
                 "LRMultiplier.state_dict or a torch scheduler"
