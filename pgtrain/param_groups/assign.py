@@ -150,6 +150,7 @@ def decide(
     fresh: Collection[str] | None = None,
     label: str = "default",
     start: StartFn | None = None,
+    first_match: Sequence[Rule] = (),
 ) -> list[ParamDecision]:
     """Decides every parameter's group label and hyperparameters from the rules, in model order.
 
@@ -161,6 +162,8 @@ def decide(
         fresh: names of parameters the initial checkpoint did not provide (None: not known).
         label: the group label of a parameter no rule labels.
         start: a builder step applied to each parameter before the rules (e.g. layer decay).
+        first_match: rules applied after `start` and before `rules` where the first rule that
+            selects a parameter is the only one of them that applies to it (if / elif).
     """
     fresh_set = normalize_fresh(fresh) if not isinstance(fresh, frozenset) else fresh
     accs = [_Acc(label) for _ in params.names]
@@ -168,6 +171,13 @@ def decide(
         for i, acc in enumerate(accs):
             for source, key, value in start(i):
                 acc.apply(source, key, value)
+    claimed: set[int] = set()
+    for rule in first_match:
+        chosen = [i for i in select(rule, params, fresh_set) if i not in claimed]
+        claimed.update(chosen)
+        for i in chosen:
+            for key, value in rule.settings.items():
+                accs[i].apply(rule.id, key, value)
     for rule in rules:
         items = list(rule.settings.items())
         for i in select(rule, params, fresh_set):

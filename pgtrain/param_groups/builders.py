@@ -123,6 +123,7 @@ def plan_param_groups(
     notes: Sequence[str] = (),
     merge_labels: bool = False,
     params: ModelParams | None = None,
+    first_match: Sequence[Rule] = (),
 ) -> ParamGroups:
     """Decides every parameter from `start` and `rules`, merges them into groups and audits them.
 
@@ -141,6 +142,8 @@ def plan_param_groups(
         notes: lines for the report.
         merge_labels: merge groups with equal hyperparameters across labels.
         params: the model's parameter inventory, if the builder already collected it.
+        first_match: parsed rules applied before `rules`, each parameter taking only the first
+            of them that selects it ("first match wins", an if / elif chain).
     """
     _check_number("lr", lr)
     _check_number("weight_decay", weight_decay)
@@ -148,15 +151,23 @@ def plan_param_groups(
         params = params or collect_model_params(model)
         fresh = normalize_fresh(fresh)
         decisions = decide(
-            params, rules, lr=lr, weight_decay=weight_decay, fresh=fresh, label=label, start=start
+            params,
+            rules,
+            lr=lr,
+            weight_decay=weight_decay,
+            fresh=fresh,
+            label=label,
+            start=start,
+            first_match=first_match,
         )
+        every = [*first_match, *rules]
         plan = BuildPlan(
             builder,
             float(lr),
             float(weight_decay),
             {d.name: d for d in decisions},
-            sources={**(sources or {}), **{r.id: r.describe() for r in rules}},
-            notes=[*notes, *_rule_notes(rules, params, fresh)],
+            sources={**(sources or {}), **{r.id: r.describe() for r in every}},
+            notes=[*notes, *_rule_notes(every, params, fresh)],
         )
         groups = reduce_param_groups(decisions, params.tensors, merge_labels=merge_labels)
         return audit_param_groups(model, ParamGroups(groups, plan), builder=builder, params=params)
@@ -211,10 +222,13 @@ def rule_param_groups(
     rules: RuleSpecs = (),
     fresh: Collection[str] | None = None,
     merge_labels: bool = False,
+    first_match: bool = False,
 ) -> ParamGroups:
     """Groups parameters by an ordered list of rules (see `pgtrain.param_groups.rules`).
 
     Without rules every trainable parameter lands in one group, ``default``, at the base values.
+    By default every rule that selects a parameter applies (multipliers multiply); with
+    ``first_match=True`` only the first one does, like an if / elif chain.
 
     Args:
         model: the model.
@@ -223,15 +237,18 @@ def rule_param_groups(
         rules: the rules, in order.
         fresh: names of parameters the initial checkpoint did not provide.
         merge_labels: merge groups with equal hyperparameters across labels.
+        first_match: apply to each parameter only the first rule that selects it.
     """
+    parsed = parse_rules(rules)
     return plan_param_groups(
         model,
-        parse_rules(rules),
+        [] if first_match else parsed,
         builder="rules",
         lr=lr,
         weight_decay=weight_decay,
         fresh=fresh,
         merge_labels=merge_labels,
+        first_match=parsed if first_match else (),
     )
 
 
@@ -336,25 +353,25 @@ def head_multiplier_param_groups(
         merge_labels: merge groups with equal hyperparameters across labels.
     """
     _check_numbers(head_lr_multiplier=head_lr_multiplier, other_lr_multiplier=other_lr_multiplier)
+    # The recipe's if / elif chain: the first of these that selects a parameter decides it.
     specs = [
         {"id": "backbone", "regex": "backbone", "group": "backbone"},
-        # The negative lookaheads keep the recipe's if/elif order: backbone first, then box, mask.
         {
             "id": "box_predictor",
-            "regex": r"^(?!.*backbone).*box_predictor",
+            "regex": "box_predictor",
             "group": "box_head",
             "lr_mult": head_lr_multiplier,
         },
         {
             "id": "mask_predictor",
-            "regex": r"^(?!.*(?:backbone|box_predictor)).*mask_predictor",
+            "regex": "mask_predictor",
             "group": "mask_head",
             "lr_mult": head_lr_multiplier,
             "optional": True,
         },
         {
             "id": "other",
-            "regex": r"^(?!.*(?:backbone|box_predictor|mask_predictor))",
+            "match": "*",
             "group": "other",
             "lr_mult": other_lr_multiplier,
             "optional": True,
@@ -363,7 +380,8 @@ def head_multiplier_param_groups(
     params = collect_model_params(model)
     return plan_param_groups(
         model,
-        [*parse_rules(specs, "head_multiplier"), *parse_rules(rules)],
+        parse_rules(rules),
+        first_match=parse_rules(specs, "head_multiplier"),
         builder="head_multiplier",
         lr=lr,
         weight_decay=weight_decay,

@@ -224,3 +224,21 @@ def test_builder_option_values_are_checked(detector, builder, options, message):
     options = {"lr": 0.1, **options}
     with pytest.raises(ConfigError, match=message):
         build_param_groups(detector, builder=builder, **options)
+
+
+def test_first_match_applies_only_the_first_rule_that_selects_a_parameter(detector):
+    rules = [
+        dict(match="roi_heads.*", lr_mult=10.0, group="heads"),
+        dict(match="*", lr_mult=2.0, group="rest"),
+    ]
+    every = build_param_groups(detector, builder="rules", lr=0.1, rules=rules)
+    first = build_param_groups(detector, builder="rules", lr=0.1, rules=rules, first_match=True)
+
+    def lrs(groups):
+        # (label, lr); a label shared by groups of different LRs gets a suffix such as [lr=2]
+        return {n: (g["name"].split("[")[0], g["lr"]) for g in groups for n in g["param_names"]}
+
+    # Cumulative: both apply (10 x 2) and the last label wins; if / elif: only the first.
+    assert lrs(every)["roi_heads.box_predictor.weight"] == ("rest", pytest.approx(2.0))
+    assert lrs(first)["roi_heads.box_predictor.weight"] == ("heads", pytest.approx(1.0))
+    assert lrs(first)["rpn.weight"] == ("rest", pytest.approx(0.2))
