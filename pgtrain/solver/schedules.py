@@ -4,7 +4,7 @@ Every entry returns an fvcore ``ParamScheduler``: a pure function of ``where = i
 giving a multiplier of each group's own initial LR, so ratios between groups survive warmup,
 decay and floors (floors and warmup starts are ratios, never absolute LRs).
 
-Arguments shared by the entries:
+Arguments `build_schedule` handles for every entry (an entry takes only its own, plus ``units``):
 
 - ``unit``: how positions and lengths (milestones, step sizes, warmup and hold lengths) are given.
   ``"fraction"`` (default) of training, so overriding ``train.max_iter`` rescales them;
@@ -33,6 +33,7 @@ from fvcore.common.param_scheduler import (
     PolynomialDecayParamScheduler,
 )
 
+from pgtrain.config.lazy_call import signature_keywords
 from pgtrain.errors import ConfigError
 from pgtrain.registry import Registry
 from pgtrain.solver._checks import number
@@ -44,7 +45,7 @@ from pgtrain.solver.param_schedulers import (
 )
 from pgtrain.solver.schedule_units import ScheduleUnits
 
-__all__ = ["LR_SCHEDULES", "as_schedule", "build_schedule"]
+__all__ = ["LR_SCHEDULES", "as_schedule", "build_schedule", "with_warmup"]
 
 LR_SCHEDULES = Registry(
     "LR_SCHEDULES",
@@ -53,14 +54,53 @@ LR_SCHEDULES = Registry(
 )
 
 
+_WARMUP_KEYS = ("warmup_length", "warmup_factor", "warmup_method")
+
+
 def build_schedule(name: str, **kwargs: Any) -> ParamScheduler:
     """Builds the schedule registered as `name` in LR_SCHEDULES with `kwargs`.
+
+    The options every schedule shares are handled here, so an entry takes only its own: the
+    units (``unit``, ``max_iter``, ``iters_per_epoch``) become a `ScheduleUnits` passed as
+    ``units``, and the warmup (``warmup_length``, ``warmup_factor``, ``warmup_method``) wraps the
+    entry's schedule (as Detectron2's ``WarmupParamScheduler`` does), unless the entry takes
+    warmup options itself because its warmup means something else (``half_period_cosine``
+    replaces the cosine during warmup, ``delayed_start`` warms up after its hold).
 
     Raises:
         RegistryError: `name` is not registered (the message lists close and known names).
         ConfigError: an argument is unknown, missing or invalid (the message names it).
     """
-    return LR_SCHEDULES.build(name, kwargs, where="lr_scheduler.schedule", kind="schedule")
+    fn = LR_SCHEDULES.get(name)
+    own = (signature_keywords(fn) or ([], False))[0]
+    units = ScheduleUnits(
+        kwargs.pop("unit", "fraction"),
+        kwargs.pop("max_iter", None),
+        kwargs.pop("iters_per_epoch", None),
+    )
+    warmup: dict[str, Any] = {}
+    if not any(k in own for k in _WARMUP_KEYS):
+        warmup = {k: kwargs.pop(k) for k in _WARMUP_KEYS if k in kwargs}
+    if "units" in own:
+        kwargs["units"] = units
+    schedule = LR_SCHEDULES.build(name, kwargs, where="lr_scheduler.schedule", kind="schedule")
+    return with_warmup(schedule, units, **warmup)
+
+
+def with_warmup(
+    schedule: ParamScheduler,
+    units: ScheduleUnits,
+    warmup_length: Any = 0.0,
+    warmup_factor: Any = 0.001,
+    warmup_method: str = "linear",
+) -> ParamScheduler:
+    """Returns `schedule` times a warmup factor: ``"linear"`` from `warmup_factor` to 1, or
+    ``"constant"`` `warmup_factor`, for `warmup_length` (in `units`; 0 returns `schedule`)."""
+    fraction = units.fraction(warmup_length, "warmup_length")
+    check_warmup(fraction, number(warmup_factor, "warmup_factor"), warmup_method)
+    if fraction == 0:
+        return schedule
+    return WarmupSchedule(schedule, length=fraction, factor=warmup_factor, method=warmup_method)
 
 
 def as_schedule(obj: Any, arg: str) -> Callable[[float], float]:
@@ -83,31 +123,15 @@ def as_schedule(obj: Any, arg: str) -> Callable[[float], float]:
     )
 
 
-def _warmup(
-    schedule: ParamScheduler, units: ScheduleUnits, length: Any, factor: Any, method: str
-) -> ParamScheduler:
-    fraction = units.fraction(length, "warmup_length")
-    check_warmup(fraction, number(factor, "warmup_factor"), method)
-    if fraction == 0:
-        return schedule
-    return WarmupSchedule(schedule, length=fraction, factor=factor, method=method)
-
-
 @LR_SCHEDULES.register("constant")
 def constant_schedule(
     *,
     value: float = 1.0,
-    warmup_length: float = 0.0,
-    warmup_factor: float = 0.001,
-    warmup_method: str = "linear",
-    unit: str = "fraction",
-    max_iter: int | None = None,
-    iters_per_epoch: int | None = None,
+    units: ScheduleUnits,
 ) -> ParamScheduler:
     """Returns a constant multiplier `value` (after the warmup)."""
-    units = ScheduleUnits(unit, max_iter, iters_per_epoch)
     schedule = ConstantParamScheduler(number(value, "value"))
-    return _warmup(schedule, units, warmup_length, warmup_factor, warmup_method)
+    return schedule
 
 
 @LR_SCHEDULES.register("multistep")
@@ -115,12 +139,7 @@ def multistep_schedule(
     *,
     milestones: Sequence[float],
     gamma: float = 0.1,
-    warmup_length: float = 0.0,
-    warmup_factor: float = 0.001,
-    warmup_method: str = "linear",
-    unit: str = "fraction",
-    max_iter: int | None = None,
-    iters_per_epoch: int | None = None,
+    units: ScheduleUnits,
 ) -> ParamScheduler:
     """Returns STMixer's WarmupMultiStepLR: ``gamma ** (milestones passed)`` times the warmup.
 
@@ -128,14 +147,13 @@ def multistep_schedule(
         milestones: strictly increasing positions where the multiplier drops by `gamma`.
         gamma: the factor applied at each milestone.
     """
-    units = ScheduleUnits(unit, max_iter, iters_per_epoch)
     if not isinstance(milestones, Sequence) or len(milestones) == 0:
         raise ConfigError(f"milestones must be a non-empty list, got {milestones!r}")
     raw = [number(m, f"milestones[{i}]") for i, m in enumerate(milestones)]
     if any(b <= a for a, b in zip(raw, raw[1:], strict=False)):
         raise ConfigError(f"milestones={list(milestones)} must be strictly increasing")
     schedule = MultiStepSchedule(units.fractions(milestones, "milestones"), number(gamma, "gamma"))
-    return _warmup(schedule, units, warmup_length, warmup_factor, warmup_method)
+    return schedule
 
 
 @LR_SCHEDULES.register("step")
@@ -143,12 +161,7 @@ def step_schedule(
     *,
     step_size: float,
     gamma: float = 0.1,
-    warmup_length: float = 0.0,
-    warmup_factor: float = 0.001,
-    warmup_method: str = "linear",
-    unit: str = "fraction",
-    max_iter: int | None = None,
-    iters_per_epoch: int | None = None,
+    units: ScheduleUnits,
 ) -> ParamScheduler:
     """Returns a multiplier that drops by `gamma` every `step_size` (torch's StepLR).
 
@@ -156,32 +169,28 @@ def step_schedule(
         step_size: the distance between drops (> 0).
         gamma: the factor applied at each drop.
     """
-    units = ScheduleUnits(unit, max_iter, iters_per_epoch)
     size = units.fraction(step_size, "step_size")
     if size <= 0:
         raise ConfigError(f"step_size={step_size} must be > 0")
     # Drops at k * size for every k with k * size < 1; k * size is exact for iteration units.
     milestones = [k * size for k in range(1, int(1.0 / size) + 1) if k * size < 1.0]
     schedule = MultiStepSchedule(milestones, number(gamma, "gamma"))
-    return _warmup(schedule, units, warmup_length, warmup_factor, warmup_method)
+    return schedule
 
 
 @LR_SCHEDULES.register("half_period_cosine")
 def half_period_cosine_schedule(
     *,
+    units: ScheduleUnits,
     warmup_length: float = 0.0,
     warmup_factor: float = 0.001,
     warmup_method: str = "linear",
-    unit: str = "fraction",
-    max_iter: int | None = None,
-    iters_per_epoch: int | None = None,
 ) -> ParamScheduler:
     """Returns STMixer's HalfPeriodCosStepLR: the warmup factor, then ``(1 + cos(pi where)) / 2``.
 
     Unlike the other entries, the warmup replaces the cosine instead of multiplying it, as in
     STMixer; the cosine runs over the whole of training (not from the end of the warmup).
     """
-    units = ScheduleUnits(unit, max_iter, iters_per_epoch)
     length = min(units.fraction(warmup_length, "warmup_length"), 1.0)
     check_warmup(length, number(warmup_factor, "warmup_factor"), warmup_method)
     cosine = CosineParamScheduler(start_value=1.0, end_value=0.0)
@@ -200,73 +209,49 @@ def half_period_cosine_schedule(
 def cosine_schedule(
     *,
     end_ratio: float = 0.0,
-    warmup_length: float = 0.0,
-    warmup_factor: float = 0.001,
-    warmup_method: str = "linear",
-    unit: str = "fraction",
-    max_iter: int | None = None,
-    iters_per_epoch: int | None = None,
+    units: ScheduleUnits,
 ) -> ParamScheduler:
     """Returns a cosine decay from 1 to `end_ratio` (the floor, a ratio of each group's LR)."""
-    units = ScheduleUnits(unit, max_iter, iters_per_epoch)
     end = _ratio(end_ratio, "end_ratio")
     schedule = CosineParamScheduler(start_value=1.0, end_value=end)
-    return _warmup(schedule, units, warmup_length, warmup_factor, warmup_method)
+    return schedule
 
 
 @LR_SCHEDULES.register("linear")
 def linear_schedule(
     *,
     end_ratio: float = 0.0,
-    warmup_length: float = 0.0,
-    warmup_factor: float = 0.001,
-    warmup_method: str = "linear",
-    unit: str = "fraction",
-    max_iter: int | None = None,
-    iters_per_epoch: int | None = None,
+    units: ScheduleUnits,
 ) -> ParamScheduler:
     """Returns a linear decay from 1 to `end_ratio` (the floor, a ratio of each group's LR)."""
-    units = ScheduleUnits(unit, max_iter, iters_per_epoch)
     end = _ratio(end_ratio, "end_ratio")
     schedule = LinearParamScheduler(start_value=1.0, end_value=end)
-    return _warmup(schedule, units, warmup_length, warmup_factor, warmup_method)
+    return schedule
 
 
 @LR_SCHEDULES.register("polynomial")
 def polynomial_schedule(
     *,
     power: float = 0.9,
-    warmup_length: float = 0.0,
-    warmup_factor: float = 0.001,
-    warmup_method: str = "linear",
-    unit: str = "fraction",
-    max_iter: int | None = None,
-    iters_per_epoch: int | None = None,
+    units: ScheduleUnits,
 ) -> ParamScheduler:
     """Returns the polynomial decay ``(1 - where) ** power``."""
-    units = ScheduleUnits(unit, max_iter, iters_per_epoch)
     schedule = PolynomialDecayParamScheduler(base_value=1.0, power=_ratio(power, "power"))
-    return _warmup(schedule, units, warmup_length, warmup_factor, warmup_method)
+    return schedule
 
 
 @LR_SCHEDULES.register("exponential")
 def exponential_schedule(
     *,
     end_ratio: float,
-    warmup_length: float = 0.0,
-    warmup_factor: float = 0.001,
-    warmup_method: str = "linear",
-    unit: str = "fraction",
-    max_iter: int | None = None,
-    iters_per_epoch: int | None = None,
+    units: ScheduleUnits,
 ) -> ParamScheduler:
     """Returns the decay ``end_ratio ** where``: 1 at the start, `end_ratio` at the end."""
-    units = ScheduleUnits(unit, max_iter, iters_per_epoch)
     end = _ratio(end_ratio, "end_ratio")
     if end == 0:
         raise ConfigError("end_ratio must be > 0 for an exponential schedule")
     schedule = ExponentialParamScheduler(start_value=1.0, decay=end)
-    return _warmup(schedule, units, warmup_length, warmup_factor, warmup_method)
+    return schedule
 
 
 @LR_SCHEDULES.register("composite")
@@ -275,9 +260,7 @@ def composite_schedule(
     schedules: Sequence[Any],
     lengths: Sequence[float],
     interval_scaling: str | Sequence[str] = "rescaled",
-    unit: str = "fraction",
-    max_iter: int | None = None,
-    iters_per_epoch: int | None = None,
+    units: ScheduleUnits,
 ) -> ParamScheduler:
     """Returns `schedules` run one after another, each for its length (fvcore's composite).
 
@@ -287,7 +270,6 @@ def composite_schedule(
         interval_scaling: "rescaled" (each sees its own stretch as [0, 1)) or "fixed" (each sees
             the global progress), for all or per schedule.
     """
-    units = ScheduleUnits(unit, max_iter, iters_per_epoch)
     parts = [as_schedule(s, f"schedules[{i}]") for i, s in enumerate(schedules)]
     fractions = units.fractions(lengths, "lengths")
     if len(parts) != len(fractions) or not parts:
@@ -315,9 +297,7 @@ def delayed_start_schedule(
     warmup_length: float = 0.0,
     warmup_factor: float = 0.001,
     schedule: Any = None,
-    unit: str = "fraction",
-    max_iter: int | None = None,
-    iters_per_epoch: int | None = None,
+    units: ScheduleUnits,
 ) -> ParamScheduler:
     """Returns a multiplier held at 0 for `hold_length`, warmed up linearly, then `schedule`.
 
@@ -331,7 +311,6 @@ def delayed_start_schedule(
         schedule: the schedule to follow (a schedule or ``{"name": ..., **kwargs}``); None
             follows the main schedule of the LRMultiplier.
     """
-    units = ScheduleUnits(unit, max_iter, iters_per_epoch)
     return DelayedStartSchedule(
         hold_length=units.fraction(hold_length, "hold_length"),
         warmup_length=units.fraction(warmup_length, "warmup_length"),

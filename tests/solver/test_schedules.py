@@ -263,3 +263,25 @@ def test_registry_holds_the_issue_schedules():
         "delayed_start",
     }
     assert expected <= set(LR_SCHEDULES.names())
+
+
+def test_warmup_wraps_any_schedule_that_does_not_own_one():
+    # Entries take only their own options; build_schedule adds units and wraps the warmup.
+    import inspect
+
+    for name in ("constant", "multistep", "step", "cosine", "linear", "polynomial", "exponential"):
+        own = set(inspect.signature(LR_SCHEDULES.get(name)).parameters)
+        assert not own & {"warmup_length", "warmup_factor", "warmup_method", "unit", "max_iter"}
+    s = build_schedule(name="constant", value=0.5, warmup_length=0.5, warmup_factor=0.1)
+    assert s(0.0) == pytest.approx(0.05) and s(0.75) == pytest.approx(0.5)
+    # constant warmup; and lengths in iterations, converted once for the wrapper and the entry
+    s = build_schedule(
+        name="multistep",
+        milestones=[50],
+        unit="iter",
+        max_iter=100,
+        warmup_length=10,
+        warmup_factor=0.2,
+        warmup_method="constant",
+    )
+    assert [s(w) for w in (0.0, 0.09, 0.1, 0.49, 0.5)] == pytest.approx([0.2, 0.2, 1.0, 1.0, 0.1])
