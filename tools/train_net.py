@@ -44,8 +44,6 @@ from pgtrain.engine import (
     user_errors_exit,
 )
 from pgtrain.evaluation import inference_on_dataset
-from pgtrain.solver import DynamicLRScaling
-from pgtrain.utils import comm
 
 logger = logging.getLogger("pgtrain.train_net")
 
@@ -61,23 +59,20 @@ def do_test(cfg, model):
     return results
 
 
-def build_hooks(cfg, model, scheduler, checkpointer, effective_batch):
+def build_hooks(cfg, run):
     """The default hooks, in the order they run (the comments say why)."""
     train = cfg.train
-    dynamic = train.lr_scaling.dynamic
     return [
         IterationTimer(),
         NonFiniteLossGuard(),  # after_backward: stops before the optimizer steps on a NaN loss
         UnusedParameterCheck(train.get("unused_params", "warn")),  # after the first backward
         ParamGroupStatsHook(train.param_group_stats_period),  # grads and weights around the step
-        LRSchedulerHook(scheduler),  # records the LRs this step used, then steps the schedule
+        LRSchedulerHook(run.scheduler),  # records the LRs this step used, then steps the schedule
         # Rescales LRs for the next step when the batch size changed (after the schedule step).
-        BatchSizeLRScalingHook(DynamicLRScaling(scheduler, effective_batch, train.lr_scaling.rule))
-        if dynamic
-        else None,
+        BatchSizeLRScalingHook(run.lr_scaling) if train.lr_scaling.dynamic else None,
         # Saves after the scheduler stepped: the saved state is that of the next iteration.
-        PeriodicCheckpointer(checkpointer, train.checkpoint.period, max_iter=train.max_iter),
-        EvalHook(train.eval_period, functools.partial(do_test, cfg, model)),
+        PeriodicCheckpointer(run.checkpointer, train.checkpoint.period, max_iter=train.max_iter),
+        EvalHook(train.eval_period, functools.partial(do_test, cfg, run.model)),
         PeriodicWriter(
             default_writers(train.output_dir, train.max_iter), train.log_period
         ),  # last: this step's eval metrics land too
@@ -100,18 +95,9 @@ def do_train(cfg, resume, notes=()):
         clip_grad_norm=train.clip_grad_norm,
         **amp,
     )
-    checkpointer = Checkpointer(
-        run.model,
-        train.output_dir,
-        keep_last=train.checkpoint.keep_last,
-        save_to_disk=comm.is_main_process(),
-        trainer=trainer,
-    )
-    checkpointer.fresh = run.fresh  # recorded in every checkpoint, for later resumes
-    trainer.register_hooks(
-        build_hooks(cfg, run.model, run.scheduler, checkpointer, run.effective_batch)
-    )
-    start_iter = resume_training_state(checkpointer) if resume else 0
+    run.checkpointer.register("trainer", trainer)
+    trainer.register_hooks(build_hooks(cfg, run))
+    start_iter = resume_training_state(run)  # 0 unless the run resumed
     # Stops cleanly on SIGTERM / SIGUSR1 (exit 128 + signal), names a stalled rank (exit 75).
     train_preemptibly(trainer, start_iter, train.max_iter, stall_timeout=stall_timeout(cfg))
 

@@ -8,7 +8,6 @@ from typing import Any
 import torch
 from iopath.common.file_io import HTTPURLHandler, PathManager
 from torch import nn
-from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from pgtrain.checkpoint.file_io import (
     check_finite,
@@ -27,6 +26,7 @@ from pgtrain.checkpoint.model_state import (
 from pgtrain.checkpoint.report import CheckpointReport
 from pgtrain.checkpoint.rng import capture_rng_states, restore_rng_states
 from pgtrain.errors import CheckpointError, ConfigError, PgtrainError
+from pgtrain.utils import comm
 from pgtrain.utils.checks import is_whole
 from pgtrain.utils.suggest import did_you_mean
 
@@ -76,29 +76,37 @@ class Checkpointer:
             save_to_disk: False on non-main ranks: `save` does nothing there.
             **checkpointables: Objects to save and restore, e.g. ``trainer=trainer``.
         """
-        if isinstance(model, DistributedDataParallel | DataParallel):
-            model = model.module
+        model = comm.unwrap_model(model)
         if keep_last is not None and not is_whole(keep_last, at_least=1):
             raise ConfigError(
                 f"keep_last={keep_last!r} must be a positive integer, or None to keep all"
             )
-        for name, obj in checkpointables.items():
-            if name in _RESERVED:
-                raise ConfigError(f"Checkpointable name '{name}' is reserved; use another name")
-            if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
-                raise ConfigError(
-                    f"Checkpointable '{name}' ({type(obj).__name__}) needs state_dict() and "
-                    "load_state_dict() methods"
-                )
         self.model = model
         self.save_dir = save_dir
         self.keep_last = keep_last
         self.save_to_disk = save_to_disk
-        self.checkpointables: dict[str, Any] = dict(checkpointables)
+        self.checkpointables: dict[str, Any] = {}
+        for name, obj in checkpointables.items():
+            self.register(name, obj)
         self.fresh: list[str] = []
         self._cleaned_up = False
         self.path_manager = PathManager()
         self.path_manager.register_handler(HTTPURLHandler())
+
+    def register(self, name: str, obj: Any) -> None:
+        """Adds a checkpointable: `obj`'s ``state_dict()`` is saved under `name` from now on.
+
+        A run registers its trainer once the trainer exists, after the weights were loaded, and
+        then restores the trainer's state from that load with `restore_state`.
+        """
+        if name in _RESERVED:
+            raise ConfigError(f"Checkpointable name '{name}' is reserved; use another name")
+        if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
+            raise ConfigError(
+                f"Checkpointable '{name}' ({type(obj).__name__}) needs state_dict() and "
+                "load_state_dict() methods"
+            )
+        self.checkpointables[name] = obj
 
     def save(self, name: str, **extra: Any) -> str | None:
         """Writes ``save_dir/<name>.pth`` atomically and points ``last_checkpoint`` at it.
@@ -184,7 +192,12 @@ class Checkpointer:
                 logger.warning("Could not delete old checkpoint %s: %s", stale, e)
 
     def load(
-        self, path: str, checkpointables: list[str] | None = None, *, exact: bool = False
+        self,
+        path: str,
+        checkpointables: list[str] | None = None,
+        *,
+        exact: bool = False,
+        restore_state: bool = True,
     ) -> CheckpointReport:
         """Loads model weights, and the chosen checkpointables, from a checkpoint file.
 
@@ -197,6 +210,9 @@ class Checkpointer:
                 states (a full resume), [] loads the model only.
             exact: Refuse a file whose model keys or shapes differ from the model's (a resume
                 continues the same model; a changed one starts a new run from the weights).
+            restore_state: Restore the checkpointables and RNG states now; False keeps them in
+                the report for `restore_state` (a run that builds its trainer after the
+                weights), so the file is read once.
 
         Raises:
             CheckpointError: The file is missing, corrupt, unsafe, has NaN/Inf weights, or does
@@ -212,15 +228,32 @@ class Checkpointer:
         if exact:
             check_exact_fit(self.model, model_state, path)
         report = load_model_state(self.model, model_state, path)
-        report.checkpointables = self._load_checkpointables(rest, names, path)
+        report.contents = rest
         if checkpointables is None:
-            if "rng" in rest:
-                report.rng_restored = _restore_rng(rest["rng"], path)
             report.fresh = self._with_recorded_fresh(report.fresh, rest.get("fresh"))
         report.extra = {k: v for k, v in rest.items() if k not in self._reserved_keys()}
         self.fresh = list(report.fresh)
+        if restore_state:
+            self._restore(report, names, rng=checkpointables is None)
         logger.info(report.summary())
         return report
+
+    def restore_state(self, report: CheckpointReport) -> None:
+        """Restores every checkpointable and the RNG states from a load made with
+        ``restore_state=False``, without reading the file again.
+
+        Raises:
+            CheckpointError: A checkpointable's saved state does not fit it.
+        """
+        self._restore(report, list(self.checkpointables), rng=True)
+        restored = report.checkpointables + (["rng"] if report.rng_restored else [])
+        logger.info("Restored %s from %s", ", ".join(restored) or "nothing", report.path)
+
+    def _restore(self, report: CheckpointReport, names: list[str], *, rng: bool) -> None:
+        contents = report.contents
+        report.checkpointables = self._load_checkpointables(contents, names, report.path)
+        if rng and "rng" in contents:
+            report.rng_restored = _restore_rng(contents["rng"], report.path)
 
     def _requested(self, checkpointables: list[str] | None) -> list[str]:
         """Returns the checkpointable names to restore, checking that each is known."""
@@ -293,7 +326,12 @@ class Checkpointer:
         return self._join(name)
 
     def resume_or_load(
-        self, path: str, *, resume: bool = True, min_fraction: float = 0.5
+        self,
+        path: str,
+        *,
+        resume: bool = True,
+        min_fraction: float = 0.5,
+        restore_state: bool = True,
     ) -> CheckpointReport:
         """Resumes from save_dir's last checkpoint, or else loads initial weights.
 
@@ -304,13 +342,17 @@ class Checkpointer:
                 ``extra["iteration"] + 1``. The model must match it exactly.
             min_fraction: Initial weights that provide less than this fraction of the model's
                 parameter values get a loud warning; none at all is an error.
+            restore_state: On resume, restore the checkpointables and RNG states now (False:
+                later, with `restore_state`).
 
         Raises:
             CheckpointError: The resumed checkpoint does not fit the model exactly, or the
                 initial weights provide none of its parameters.
         """
         if resume and self.has_checkpoint():
-            return self.load(self.get_checkpoint_file(), exact=True)
+            report = self.load(self.get_checkpoint_file(), exact=True, restore_state=restore_state)
+            report.resumed = True
+            return report
         report = self.load(path, checkpointables=[])
         if path:
             self._check_provided(report, path, min_fraction)

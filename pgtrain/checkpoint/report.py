@@ -27,6 +27,10 @@ class CheckpointReport:
             state_dict.
         checkpointables: Names of the checkpointables restored from the file.
         rng_restored: Whether the random number generator states were restored.
+        resumed: Whether this was a resume from the run's own last checkpoint (not initial
+            weights).
+        contents: Everything the file holds besides the model weights, as read (the training
+            state `Checkpointer.restore_state` restores later without reading the file again).
     """
 
     path: str
@@ -38,6 +42,8 @@ class CheckpointReport:
     extra: dict[str, Any] = field(default_factory=dict)
     checkpointables: list[str] = field(default_factory=list)
     rng_restored: bool = False
+    resumed: bool = False
+    contents: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def summary(self) -> str:
         """Returns a few lines for the log: counts, the keys that did not load, and extras."""

@@ -12,7 +12,6 @@ from pgtrain.engine.defaults import (
     default_writers,
     resolve_device,
     save_config,
-    scale_lrs_to_batch,
     stall_timeout,
     user_errors_exit,
 )
@@ -35,7 +34,7 @@ from pgtrain.engine.preemption import (
     StopSignal,
     train_preemptibly,
 )
-from pgtrain.engine.run import Run, build_run, resume_training_state
+from pgtrain.engine.run import Run, build_run, loader_effective_batch, resume_training_state
 from pgtrain.engine.trainer import AMPTrainer, Trainer
 
 __all__ = [
@@ -45,6 +44,7 @@ __all__ = [
     "add_grouping_arguments",
     "apply_grouping_arguments",
     "build_run",
+    "loader_effective_batch",
     "resume_training_state",
     "check_output_dir",
     "check_run_config",
@@ -71,6 +71,5 @@ __all__ = [
     "default_writers",
     "launch",
     "resolve_device",
-    "scale_lrs_to_batch",
     "user_errors_exit",
 ]

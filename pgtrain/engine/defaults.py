@@ -19,7 +19,6 @@ from omegaconf import DictConfig
 from pgtrain.config import LazyCall, LazyConfig
 from pgtrain.errors import ConfigError, PgtrainError
 from pgtrain.param_groups import build_param_groups
-from pgtrain.solver.lr_scaling import effective_batch_size, scale_optimizer_lrs
 from pgtrain.utils import comm
 from pgtrain.utils.checks import is_real, is_whole
 from pgtrain.utils.env import per_rank_seed, seed_all_rng
@@ -39,7 +38,6 @@ __all__ = [
     "default_writers",
     "default_setup",
     "resolve_device",
-    "scale_lrs_to_batch",
     "user_errors_exit",
 ]
 
@@ -281,28 +279,6 @@ def default_writers(output_dir: str, max_iter: int) -> list[EventWriter]:
         JSONWriter(os.path.join(output_dir, "metrics.json")),
         TensorboardWriter(output_dir),
     ]
-
-
-def scale_lrs_to_batch(
-    optimizer: torch.optim.Optimizer,
-    data_loader: Any,
-    *,
-    accumulation: int,
-    reference_batch: int | None,
-    rule: str = "linear",
-) -> int:
-    """Scales every group's LR from `reference_batch` to this run's effective batch, once.
-
-    The effective batch is the loader's per-process batch x processes x accumulation steps. Call
-    it after building the optimizer and before the LR scheduler; None leaves the LRs as they are.
-    Returns the effective batch.
-    """
-    sampler = getattr(data_loader, "batch_sampler", None)
-    per_process = getattr(sampler, "batch_size", None) or getattr(data_loader, "batch_size", 1)
-    batch = effective_batch_size(per_process, comm.get_world_size(), accumulation)
-    if reference_batch:
-        logger.info("LR scaling: %s", scale_optimizer_lrs(optimizer, reference_batch, batch, rule))
-    return batch
 
 
 @contextlib.contextmanager

@@ -13,7 +13,7 @@ from pgtrain.engine.hook_base import HookBase
 from pgtrain.errors import ConfigError, DivergedError
 from pgtrain.param_groups import named_groups
 from pgtrain.param_groups.names import param_group_names
-from pgtrain.solver.lr_scaling import DynamicLRScaling
+from pgtrain.solver.lr_scaling import BatchSizeLRScaling
 from pgtrain.utils import comm
 from pgtrain.utils.checks import is_whole
 from pgtrain.utils.writers import EventWriter
@@ -196,12 +196,12 @@ class BatchSizeLRScalingHook(HookBase):
     """Rescales every group's LR when the effective batch size changes during training.
 
     After each step it reads the samples this process trained on (``trainer.last_batch_size``)
-    times the number of processes and hands it to a `DynamicLRScaling` (batch 64 -> 128 under
+    times the number of processes and hands it to a `BatchSizeLRScaling` (batch 64 -> 128 under
     the sqrt rule multiplies each group's LR by 1.414); the change applies from the next
     iteration on and is logged once per change.
     """
 
-    def __init__(self, scaling: DynamicLRScaling) -> None:
+    def __init__(self, scaling: BatchSizeLRScaling) -> None:
         self.scaling = scaling
 
     def after_step(self) -> None:
@@ -242,9 +242,10 @@ class UnusedParameterCheck(HookBase):
         if not self._pending:
             return
         self._pending = False
+        model = comm.unwrap_model(self.trainer.model)
         unused = [
             name
-            for _, group, names in named_groups(self.trainer.optimizer, _unwrap(self.trainer.model))
+            for _, group, names in named_groups(self.trainer.optimizer, model)
             for name, p in zip(names, group["params"], strict=True)
             if p.requires_grad and p.grad is None
         ]
@@ -260,7 +261,3 @@ class UnusedParameterCheck(HookBase):
         if self.mode == "error":
             raise ConfigError(f"{message} (train.unused_params=error)")
         logger.warning("%s; train.unused_params=error makes this an error", message)
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return getattr(model, "module", model)

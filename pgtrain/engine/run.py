@@ -3,8 +3,8 @@
 `tools/train_net.py`, `tools/inspect_param_groups.py`, `tools/plot_lr.py`, the benchmarks and the
 tests all call it, so the groups a tool shows are the groups that train: the model gets its
 initial weights (or the last checkpoint on resume) before the param groups are built, so a
-``fresh`` rule sees exactly what training sees; batch-size LR scaling is applied before the
-schedule takes the groups' initial LRs.
+``fresh`` rule sees exactly what training sees; batch-size LR scaling is the scheduler's factor,
+so every view shows the scaled LRs.
 """
 
 import copy
@@ -18,12 +18,19 @@ from torch import nn
 
 from pgtrain.checkpoint import Checkpointer, CheckpointReport
 from pgtrain.config import instantiate
-from pgtrain.engine.defaults import resolve_device, scale_lrs_to_batch
+from pgtrain.engine.defaults import resolve_device
 from pgtrain.errors import CheckpointError
 from pgtrain.param_groups import ParamGroups, format_param_group_table
-from pgtrain.solver import build_lr_scheduler, build_optimizer, build_param_groups_from_config
+from pgtrain.solver import (
+    BatchSizeLRScaling,
+    build_lr_scheduler,
+    build_optimizer,
+    build_param_groups_from_config,
+    effective_batch_size,
+)
+from pgtrain.utils import comm
 
-__all__ = ["Run", "build_run", "resume_training_state"]
+__all__ = ["Run", "build_run", "loader_effective_batch", "resume_training_state"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,26 +43,31 @@ class Run:
         cfg: a copy of the config, with the run's objects bound in (the model in
             ``optimizer.params``, the optimizer in ``lr_scheduler``).
         model: the model on its device, with its initial weights (or the resumed ones).
+        checkpointer: the run's checkpointer (``train.output_dir``, ``train.checkpoint``), which
+            loaded `weights`; register the trainer on it to save and resume training.
         weights: what loading the weights did (``weights.fresh``: the parameters they did not
             provide).
-        groups: the param groups (the same dicts as ``optimizer.param_groups``) with the plan
+        groups: the param groups (the same dicts as ``optimizer.param_groups``) with the record
             behind them.
         optimizer: the optimizer over `groups`.
         scheduler: the LR scheduler, or None when the config has none.
         loader: the train loader, when it was asked for or needed for batch-size LR scaling.
         effective_batch: the batch one optimizer step sees, when the loader was built.
+        lr_scaling: the batch-size LR scaling (``train.lr_scaling``), or None when it is off.
         notes: lines about how the run was assembled (e.g. a command-line flag that replaced the
             config's grouping); they end the param-group table.
     """
 
     cfg: DictConfig
     model: nn.Module
+    checkpointer: Checkpointer
     weights: CheckpointReport
     groups: ParamGroups
     optimizer: torch.optim.Optimizer
     scheduler: Any = None
     loader: Any = None
     effective_batch: int | None = None
+    lr_scaling: BatchSizeLRScaling | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -98,47 +110,86 @@ def build_run(
     device = resolve_device(train.get("device", "auto")) if device is None else device
     model = instantiate(cfg.model, "model").to(device)
     # Weights first, so a `fresh` rule knows which parameters the initial weights did not provide.
-    weights = Checkpointer(model, train.get("output_dir", "")).resume_or_load(
+    # The run's one checkpointer: it reads the checkpoint once; the trainer's state and the RNG
+    # states wait in `weights` until the trainer exists (`resume_training_state`).
+    checkpointer = Checkpointer(
+        model,
+        train.get("output_dir", ""),
+        keep_last=(train.get("checkpoint") or {}).get("keep_last"),
+        save_to_disk=comm.is_main_process(),
+    )
+    weights = checkpointer.resume_or_load(
         train.get("init_checkpoint", ""),
         resume=resume,
         min_fraction=train.get("init_checkpoint_min_fraction", 0.5),
+        restore_state=False,
     )
+    if weights.resumed:
+        _check_resumable(weights)
     # No initial weights at all (no checkpoint, nothing built pretrained): "fresh" is unknown,
     # and the builders say so next to any `fresh` rule.
     fresh = weights.fresh if weights.path or weights.fresh else None
     groups = build_param_groups_from_config(cfg.optimizer, model, fresh=fresh)
     optimizer = build_optimizer(cfg.optimizer, model, groups=groups)
     scaling = train.get("lr_scaling") or {}
+    reference, dynamic = scaling.get("reference_batch"), scaling.get("dynamic")
     loader, batch = None, None
-    if with_loader or scaling.get("reference_batch") or scaling.get("dynamic"):
+    if with_loader or reference or dynamic:
         loader = instantiate(cfg.dataloader.train, "dataloader.train")
-        # Once, before the scheduler takes the groups' initial LRs.
-        batch = scale_lrs_to_batch(
-            optimizer,
-            loader,
-            accumulation=train.get("accumulation", 1),
-            reference_batch=scaling.get("reference_batch"),
-            rule=scaling.get("rule", "linear"),
-        )
+        batch = loader_effective_batch(loader, train.get("accumulation", 1))
     scheduler = build_lr_scheduler(cfg.get("lr_scheduler"), optimizer)
-    return Run(cfg, model, weights, groups, optimizer, scheduler, loader, batch, list(notes))
+    lr_scaling = None
+    if reference or dynamic:
+        # One factor on every group's LR (the scheduler's lr_factor): the groups keep the
+        # config's LRs as their initial LRs, and the dynamic hook changes the same factor.
+        lr_scaling = BatchSizeLRScaling(
+            scheduler or optimizer, reference or batch, scaling.get("rule", "linear")
+        )
+        if lr_scaling.update(batch):
+            logger.info("LR scaling: %s", lr_scaling.summary())
+            notes = [*notes, f"batch-size LR scaling: {lr_scaling.summary()}"]
+    return Run(
+        cfg,
+        model,
+        checkpointer,
+        weights,
+        groups,
+        optimizer,
+        scheduler,
+        loader,
+        batch,
+        lr_scaling,
+        list(notes),
+    )
 
 
-def resume_training_state(checkpointer: Checkpointer) -> int:
-    """Restores the checkpointables (the trainer: optimizer, hooks) and RNG states from the last
-    checkpoint, if there is one; returns the iteration to train next (0 without a checkpoint).
+def loader_effective_batch(data_loader: Any, accumulation: int = 1) -> int:
+    """Returns the batch one optimizer step sees with `data_loader`: its per-process batch x
+    processes x accumulation steps."""
+    sampler = getattr(data_loader, "batch_sampler", None)
+    per_process = getattr(sampler, "batch_size", None) or getattr(data_loader, "batch_size", 1)
+    return effective_batch_size(per_process, comm.get_world_size(), accumulation)
 
-    Raises:
-        CheckpointError: The last checkpoint holds weights only (no iteration to continue from).
-    """
-    if not checkpointer.has_checkpoint():
-        return 0
-    report = checkpointer.resume_or_load("", resume=True)
-    iteration = report.extra.get("iteration")
+
+def _check_resumable(weights: CheckpointReport) -> None:
+    iteration = weights.extra.get("iteration")
     if isinstance(iteration, bool) or not isinstance(iteration, int):
         raise CheckpointError(
-            f"{report.path} holds weights but no training state, so --resume cannot continue "
-            f"from it; start a new run from it with train.init_checkpoint={report.path} and "
+            f"{weights.path} holds weights but no training state, so --resume cannot continue "
+            f"from it; start a new run from it with train.init_checkpoint={weights.path} and "
             "another train.output_dir"
         )
-    return iteration + 1
+
+
+def resume_training_state(run: Run) -> int:
+    """Restores the checkpointables registered on ``run.checkpointer`` (the trainer: optimizer,
+    hooks) and the RNG states from the checkpoint the run resumed from, as read by `build_run`;
+    returns the iteration to train next (0 when the run did not resume).
+
+    Call it once the trainer is registered and its hooks exist, right before training, so the
+    random streams continue exactly where the checkpoint left them.
+    """
+    if not run.weights.resumed:
+        return 0
+    run.checkpointer.restore_state(run.weights)
+    return run.weights.extra["iteration"] + 1

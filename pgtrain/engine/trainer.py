@@ -9,7 +9,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from pgtrain.engine.hook_base import HookBase
 from pgtrain.errors import ConfigError
@@ -207,7 +206,7 @@ class Trainer:
             state = hook.state_dict()
             if state:
                 hooks[key] = state
-        optimizer = optimizer_state_by_name(self.optimizer, _unwrap(self.model))
+        optimizer = optimizer_state_by_name(self.optimizer, comm.unwrap_model(self.model))
         return {"iteration": self.iter, "optimizer": optimizer, "hooks": hooks}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -219,9 +218,9 @@ class Trainer:
         self.iter = state["iteration"]
         saved = state["optimizer"]
         if "param_groups" in saved:  # a torch optimizer.state_dict() (keyed by position)
-            names = [n for n, _ in _unwrap(self.model).named_parameters()]
+            names = [n for n, _ in comm.unwrap_model(self.model).named_parameters()]
             saved = optimizer_state_from_torch(saved, names)
-        load_optimizer_state_by_name(self.optimizer, saved, _unwrap(self.model))
+        load_optimizer_state_by_name(self.optimizer, saved, comm.unwrap_model(self.model))
         for key, hook in self._hook_keys():
             if key in state.get("hooks", {}):
                 hook.load_state_dict(state["hooks"][key])
@@ -243,10 +242,6 @@ def _batch_len(batch: Any) -> int:
     if isinstance(batch, Mapping):
         batch = next(iter(batch.values()), None)
     return int(batch.shape[0]) if isinstance(batch, torch.Tensor) and batch.ndim else 0
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 class AMPTrainer(Trainer):

@@ -11,16 +11,18 @@ from pgtrain.param_groups.builders import (
 )
 from pgtrain.param_groups.layer_decay import layer_decay_param_groups, layer_scales
 from pgtrain.param_groups.layer_ids import LAYER_ID_RESOLVERS, LayerIds, resolve_layer_ids
+from pgtrain.param_groups.merge import merge_param_groups
 from pgtrain.param_groups.model_params import ModelParams, collect_model_params
 from pgtrain.param_groups.names import param_group_names
-from pgtrain.param_groups.plan import PRECEDENCE, BuildPlan, ParamDecision, ParamGroups
-from pgtrain.param_groups.reduce import reduce_param_groups
+from pgtrain.param_groups.record import PRECEDENCE, BuildRecord, ParamDecision, ParamGroups
 from pgtrain.param_groups.report import (
     format_param_group_details,
     format_param_group_table,
     param_groups_to_dict,
 )
-from pgtrain.param_groups.rules import Rule, is_norm, parse_rules
+from pgtrain.param_groups.rules import Rule, parse_rules
+from pgtrain.param_groups.selectors import SELECTORS, Selector, is_norm
+from pgtrain.param_groups.settings import SETTINGS, Setting
 from pgtrain.param_groups.state import (
     STATE_FORMAT,
     OptimizerStateLoadReport,
@@ -33,14 +35,18 @@ __all__ = [
     "PARAM_GROUP_BUILDERS",
     "LAYER_ID_RESOLVERS",
     "PRECEDENCE",
+    "SELECTORS",
+    "SETTINGS",
     "STATE_FORMAT",
-    "BuildPlan",
+    "BuildRecord",
     "LayerIds",
     "ModelParams",
     "OptimizerStateLoadReport",
     "ParamDecision",
     "ParamGroups",
     "Rule",
+    "Selector",
+    "Setting",
     "audit_param_groups",
     "build_param_groups",
     "collect_model_params",
@@ -59,7 +65,7 @@ __all__ = [
     "param_groups_to_dict",
     "parse_rules",
     "plan_param_groups",
-    "reduce_param_groups",
+    "merge_param_groups",
     "resolve_layer_ids",
     "rule_param_groups",
 ]

@@ -9,7 +9,7 @@ from torch import nn
 from pgtrain.errors import ConfigError
 from pgtrain.param_groups.model_params import ModelParams, collect_model_params
 from pgtrain.param_groups.names import param_group_names
-from pgtrain.param_groups.plan import BuildPlan, ParamDecision, ParamGroups
+from pgtrain.param_groups.record import BuildRecord, ParamDecision, ParamGroups
 
 __all__ = ["audit_param_groups", "named_groups"]
 
@@ -29,7 +29,7 @@ def audit_param_groups(
     (one group); a group's ``params`` may be a tensor, a list or a generator (read exactly once,
     so the exhausted-generator pitfall cannot happen) of tensors or ``(name, tensor)`` pairs.
     Each group gets ``param_names`` (the canonical names) and a ``name`` (``group{i}`` if none).
-    Groups from a builder keep their plan; others get one derived from the groups.
+    Groups from a builder keep their record; others get one derived from the groups.
 
     Raises:
         ConfigError: a tensor that is not a parameter of `model`; a parameter placed twice (also
@@ -38,12 +38,12 @@ def audit_param_groups(
             with no parameters (e.g. a generator passed to two groups).
     """
     params = params or collect_model_params(model)
-    plan = groups.plan if isinstance(groups, ParamGroups) else None
+    record = groups.record if isinstance(groups, ParamGroups) else None
     normalized = [_normalize(g, i) for i, g in enumerate(_read_groups(groups))]
     placed: dict[int, str] = {}
     for group in normalized:
         group["param_names"] = _place(group, params, placed)
-    excluded = {n for n, d in plan.decisions.items() if d.frozen} if plan else set()
+    excluded = {n for n, d in record.decisions.items() if d.frozen} if record else set()
     missing = [
         n
         for i, n in enumerate(params.names)
@@ -54,10 +54,10 @@ def audit_param_groups(
             f"{len(missing)} trainable parameter(s) are in no param group: {_some(missing)}; add "
             "them to a group, freeze them with a rule (frozen=True) or set requires_grad=False"
         )
-    if plan is None:
-        plan = _plan_from_groups(builder, normalized, params, placed)
-    plan.aliases = {params.names[i]: list(a) for i, a in params.aliases.items()}
-    return ParamGroups(normalized, plan)
+    if record is None:
+        record = _record_from_groups(builder, normalized, params, placed)
+    record.aliases = {params.names[i]: list(a) for i, a in params.aliases.items()}
+    return ParamGroups(normalized, record)
 
 
 def _read_groups(groups: Any) -> list[dict[str, Any]]:
@@ -145,11 +145,13 @@ def _place(group: dict[str, Any], params: ModelParams, placed: dict[int, str]) -
     return names
 
 
-def _plan_from_groups(
+def _record_from_groups(
     builder: str, groups: list[dict[str, Any]], params: ModelParams, placed: dict[int, str]
-) -> BuildPlan:
+) -> BuildRecord:
     """Describes hand-made groups per parameter, so reports work the same for them."""
-    plan = BuildPlan(builder, notes=[f"groups made by '{builder}' directly: no rule provenance"])
+    record = BuildRecord(
+        builder, notes=[f"groups made by '{builder}' directly: no rule provenance"]
+    )
     extra = {k for g in groups for k in g} - {
         "params",
         "param_names",
@@ -175,8 +177,8 @@ def _plan_from_groups(
     for i, name in enumerate(params.names):
         decision = by_index.get(i) or ParamDecision(name, (), "", frozen=True)
         decision.shape = tuple(params.tensors[i].shape)
-        plan.decisions[name] = decision
-    return plan
+        record.decisions[name] = decision
+    return record
 
 
 def named_groups(

@@ -22,19 +22,18 @@ from torch import nn
 
 from pgtrain.config.lazy_call import accepts_keyword, check_arguments
 from pgtrain.errors import ConfigError
-from pgtrain.param_groups.assign import (
+from pgtrain.param_groups.audit import audit_param_groups
+from pgtrain.param_groups.decide import (
     StartFn,
-    closest_names,
     decide,
-    fresh_indices,
     normalize_fresh,
     select,
 )
-from pgtrain.param_groups.audit import audit_param_groups
+from pgtrain.param_groups.merge import merge_param_groups
 from pgtrain.param_groups.model_params import ModelParams, collect_model_params
-from pgtrain.param_groups.plan import BuildPlan, ParamGroups
-from pgtrain.param_groups.reduce import reduce_param_groups
-from pgtrain.param_groups.rules import SELECTOR_KEYS, Rule, parse_rules
+from pgtrain.param_groups.record import BuildRecord, ParamGroups
+from pgtrain.param_groups.rules import Rule, parse_rules
+from pgtrain.param_groups.selectors import SELECTORS, closest_names, fresh_indices
 from pgtrain.registry import Registry
 from pgtrain.utils.checks import is_real
 
@@ -161,7 +160,7 @@ def plan_param_groups(
             first_match=first_match,
         )
         every = [*first_match, *rules]
-        plan = BuildPlan(
+        record = BuildRecord(
             builder,
             float(lr),
             float(weight_decay),
@@ -169,8 +168,10 @@ def plan_param_groups(
             sources={**(sources or {}), **{r.id: r.describe() for r in every}},
             notes=[*notes, *_rule_notes(every, params, fresh)],
         )
-        groups = reduce_param_groups(decisions, params.tensors, merge_labels=merge_labels)
-        return audit_param_groups(model, ParamGroups(groups, plan), builder=builder, params=params)
+        groups = merge_param_groups(decisions, params.tensors, merge_labels=merge_labels)
+        return audit_param_groups(
+            model, ParamGroups(groups, record), builder=builder, params=params
+        )
 
 
 def _check_number(key: str, value: Any) -> None:
@@ -304,7 +305,7 @@ def default_param_groups(
     if bias:
         specs.append({"id": "bias", "bias": True, "optional": True, **bias})
     for name, values in (overrides or {}).items():
-        if not isinstance(values, Mapping) or set(values) & set(SELECTOR_KEYS):
+        if not isinstance(values, Mapping) or set(values) & set(SELECTORS):
             raise ConfigError(
                 f"overrides['{name}'] must map settings (lr, weight_decay, ...) to "
                 f"values, got {values!r}"

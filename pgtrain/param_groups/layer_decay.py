@@ -14,7 +14,7 @@ from pgtrain.param_groups.builders import (
 )
 from pgtrain.param_groups.layer_ids import Resolver, resolve_layer_ids
 from pgtrain.param_groups.model_params import ModelParams, collect_model_params
-from pgtrain.param_groups.plan import ParamGroups
+from pgtrain.param_groups.record import ParamGroups
 from pgtrain.param_groups.rules import parse_rules
 from pgtrain.utils.checks import is_real, is_whole
 

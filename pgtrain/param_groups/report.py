@@ -1,6 +1,6 @@
 """Reports on param groups: the summary table, the verbose listing and a JSON-able form.
 
-Each function takes the groups a builder returned (`ParamGroups`, which carry the plan: rule
+Each function takes the groups a builder returned (`ParamGroups`, which carry the record: rule
 provenance, frozen parameters, tied names), plain group dicts, or an optimizer (its
 ``param_groups``); for the last two, pass the model to name parameters that lack ``param_names``
 and to count the frozen ones.
@@ -15,7 +15,7 @@ from torch import nn
 
 from pgtrain.param_groups.audit import named_groups
 from pgtrain.param_groups.model_params import collect_model_params
-from pgtrain.param_groups.plan import PRECEDENCE, BuildPlan, ParamGroups
+from pgtrain.param_groups.record import PRECEDENCE, BuildRecord, ParamGroups
 
 __all__ = ["format_param_group_table", "format_param_group_details", "param_groups_to_dict"]
 
@@ -25,17 +25,17 @@ Groups = ParamGroups | Sequence[Mapping[str, Any]] | torch.optim.Optimizer
 @dataclass
 class _Summary:
     named: list[tuple[str, Mapping[str, Any], list[str]]]
-    plan: BuildPlan | None
+    record: BuildRecord | None
     frozen: list[tuple[str, tuple[int, ...]]]
     aliases: dict[str, list[str]]
 
 
 def _summarize(groups: Groups, model: nn.Module | None) -> _Summary:
-    plan = groups.plan if isinstance(groups, ParamGroups) else None
+    record = groups.record if isinstance(groups, ParamGroups) else None
     named = named_groups(groups, model)
-    if plan is not None:
-        frozen = [(d.name, d.shape) for d in plan.decisions.values() if d.frozen]
-        return _Summary(named, plan, frozen, plan.aliases)
+    if record is not None:
+        frozen = [(d.name, d.shape) for d in record.decisions.values() if d.frozen]
+        return _Summary(named, record, frozen, record.aliases)
     if model is None:
         return _Summary(named, None, [], {})
     inventory = collect_model_params(model)
@@ -57,14 +57,14 @@ def format_param_group_table(groups: Groups, model: nn.Module | None = None) -> 
     """
     s = _summarize(groups, model)
     # After a scheduler took the groups' LRs, `lr` is the first iteration's (warmup included) and
-    # `initial_lr` the one the schedule multiplies: show both when they differ.
-    scheduled = any(_differs(g.get("initial_lr"), g.get("lr")) for _, g, _ in s.named)
+    # `initial_lr x lr_factor` the one the schedule multiplies: show both when they differ.
+    scheduled = any(_differs(_scheduled_lr(g), g.get("lr")) for _, g, _ in s.named)
     rows = [("group", "tensors", "parameters", "lr", "lr scale", "weight decay", "rules applied")]
     if scheduled:
         rows[0] = (*rows[0][:4], "lr at iter 0", *rows[0][4:])
     composed = _compositions(s)
     for name, group, _ in s.named:
-        lr = _num(group, "initial_lr") if "initial_lr" in group else _num(group, "lr")
+        lr = _fmt(_scheduled_lr(group))
         first = (_num(group, "lr"),) if scheduled else ()
         mark = "*" if composed.get(name) else ""
         rows.append(
@@ -80,7 +80,7 @@ def format_param_group_table(groups: Groups, model: nn.Module | None = None) -> 
             )
         )
     numeric = tuple(range(1, 7 if scheduled else 6))
-    lines = [_header(s.plan), *_align(rows, right=numeric)]
+    lines = [_header(s.record), *_align(rows, right=numeric)]
     tensors = sum(len(g["params"]) for _, g, _ in s.named)
     values = sum(_numel(g["params"]) for _, g, _ in s.named)
     frozen = sum(_prod(shape) for _, shape in s.frozen)
@@ -93,17 +93,17 @@ def format_param_group_table(groups: Groups, model: nn.Module | None = None) -> 
     for name, ways in composed.items():
         if ways:
             lines.append(f"* '{name}': multipliers from several rules compose: {'; '.join(ways)}")
-    lines += [f"note: {note}" for note in (s.plan.notes if s.plan else ())]
+    lines += [f"note: {note}" for note in (s.record.notes if s.record else ())]
     return "\n".join(lines)
 
 
 def _compositions(s: _Summary) -> dict[str, list[str]]:
     """Returns, per group, the distinct ways several rules' LR multipliers compose in it."""
-    if s.plan is None:
+    if s.record is None:
         return {}
     found = {}
     for name, _, names in s.named:
-        ways = (s.plan.decisions[n].composition() for n in names if n in s.plan.decisions)
+        ways = (s.record.decisions[n].composition() for n in names if n in s.record.decisions)
         found[name] = [w for w in dict.fromkeys(ways) if w]
     return found
 
@@ -165,11 +165,11 @@ def param_groups_to_dict(groups: Groups, model: nn.Module | None = None) -> dict
                 ],
             }
         )
-    plan = s.plan
+    record = s.record
     return {
-        "builder": plan.builder if plan else None,
-        "base_lr": plan.base_lr if plan else None,
-        "base_weight_decay": plan.base_weight_decay if plan else None,
+        "builder": record.builder if record else None,
+        "base_lr": record.base_lr if record else None,
+        "base_weight_decay": record.base_weight_decay if record else None,
         "precedence": PRECEDENCE,
         "groups": out_groups,
         "totals": {
@@ -181,23 +181,23 @@ def param_groups_to_dict(groups: Groups, model: nn.Module | None = None) -> dict
         },
         "frozen": [{"name": n, "shape": list(shape)} for n, shape in s.frozen],
         "tied": {n: list(o) for n, o in s.aliases.items()},
-        "notes": list(plan.notes) if plan else [],
-        "sources": dict(plan.sources) if plan else {},
+        "notes": list(record.notes) if record else [],
+        "sources": dict(record.sources) if record else {},
         "provenance": {
             d.name: [[src, key, _plain(value)] for src, key, value in d.applied]
-            for d in plan.decisions.values()
+            for d in record.decisions.values()
         }
-        if plan
+        if record
         else {},
     }
 
 
-def _header(plan: BuildPlan | None) -> str:
-    if plan is None or plan.base_lr is None:
+def _header(record: BuildRecord | None) -> str:
+    if record is None or record.base_lr is None:
         return "param groups:"
     return (
-        f"param groups (builder '{plan.builder}', base lr {plan.base_lr:.4g}, "
-        f"base weight decay {plan.base_weight_decay:.4g}):"
+        f"param groups (builder '{record.builder}', base lr {record.base_lr:.4g}, "
+        f"base weight decay {record.base_weight_decay:.4g}):"
     )
 
 
@@ -215,8 +215,19 @@ def _align(rows: list[tuple[str, ...]], right: tuple[int, ...]) -> list[str]:
 
 
 def _num(group: Mapping[str, Any], key: str) -> str:
-    value = group.get(key)
+    return _fmt(group.get(key))
+
+
+def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, int | float) else "default"
+
+
+def _scheduled_lr(group: Mapping[str, Any]) -> Any:
+    """The LR a schedule multiplies: the initial LR times the batch-size factor (`LRMultiplier`
+    writes both into the group), or the group's LR when no scheduler took it."""
+    if "initial_lr" not in group:
+        return group.get("lr")
+    return float(group["initial_lr"]) * float(group.get("lr_factor", 1.0))
 
 
 def _numel(tensors: Sequence[torch.Tensor]) -> int:

@@ -7,19 +7,18 @@ from pgtrain.solver.build import (
     build_param_groups_from_config,
 )
 from pgtrain.solver.lr_scaling import (
-    DynamicLRScaling,
+    BatchSizeLRScaling,
     describe_lr_scaling,
     effective_batch_size,
     lr_scale_factor,
     scale_lr,
-    scale_optimizer_lrs,
 )
 from pgtrain.solver.lr_scheduler import LRMultiplier, group_lr_curves
 from pgtrain.solver.schedules import LR_SCHEDULES, as_schedule, build_schedule
 
 __all__ = [
     "LR_SCHEDULES",
-    "DynamicLRScaling",
+    "BatchSizeLRScaling",
     "LRMultiplier",
     "as_schedule",
     "build_lr_scheduler",
@@ -32,5 +31,4 @@ __all__ = [
     "lr_scale_factor",
     "param_group_names",
     "scale_lr",
-    "scale_optimizer_lrs",
 ]

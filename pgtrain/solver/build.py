@@ -24,7 +24,7 @@ def build_param_groups_from_config(
     takes them; None: no initial weights were loaded, so "fresh" means nothing), bound in place
     as the run's other objects are. Absent or None means every
     trainable parameter in one group named "default". The groups are always audited, so they
-    carry a plan for the report.
+    carry a record for the report.
     """
     params = cfg.get("params")
     if params is None:

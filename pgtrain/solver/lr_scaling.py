@@ -1,4 +1,4 @@
-"""Batch-size LR scaling: once when the optimizer is built, or whenever the batch size changes.
+"""Batch-size LR scaling: one factor on every group's LR, at the start or as the batch changes.
 
 The effective batch is what one optimizer step sees: per-process batch × world size ×
 accumulation steps. The "linear" rule scales the LR by ``effective / reference``, the "sqrt"
@@ -19,12 +19,11 @@ from pgtrain.utils.suggest import did_you_mean
 
 __all__ = [
     "RULES",
-    "DynamicLRScaling",
+    "BatchSizeLRScaling",
     "describe_lr_scaling",
     "effective_batch_size",
     "lr_scale_factor",
     "scale_lr",
-    "scale_optimizer_lrs",
 ]
 
 RULES = ("linear", "sqrt")
@@ -74,40 +73,6 @@ def describe_lr_scaling(
     return f"lr {scaled:.6g} = {lr:.6g} × {expr} [{rule}, reference {reference_batch}]"
 
 
-def scale_optimizer_lrs(
-    optimizer: torch.optim.Optimizer,
-    reference_batch: int,
-    effective_batch: int,
-    rule: str = "linear",
-) -> str:
-    """Scales every group's LR once from `reference_batch` to `effective_batch`; returns the log.
-
-    Call it after building the optimizer and before building the LR scheduler, which takes the
-    scaled LRs as the groups' initial LRs. One group logs as `describe_lr_scaling`; several as
-    ``lr = initial × (32/16) [linear, reference 16]: backbone 0.01 → 0.02, head 0.1 → 0.2``.
-
-    Raises:
-        RuntimeError: a scheduler already took the groups' initial LRs (it would not see these).
-    """
-    factor = lr_scale_factor(reference_batch, effective_batch, rule)
-    names = param_group_names(optimizer.param_groups)
-    changes = []
-    for name, group in zip(names, optimizer.param_groups, strict=True):
-        if "initial_lr" in group:
-            raise RuntimeError(
-                f"param group '{name}' already has an initial_lr: scale the LRs before building "
-                "the LR scheduler"
-            )
-        old = float(group["lr"])
-        _set_lr(group, old * factor)
-        changes.append((name, old, old * factor))
-    if len(changes) == 1:
-        return describe_lr_scaling(changes[0][1], reference_batch, effective_batch, rule)
-    expr = _expression(reference_batch, effective_batch, rule)
-    listing = ", ".join(f"{name} {old:.6g} → {new:.6g}" for name, old, new in changes)
-    return f"lr = initial × {expr} [{rule}, reference {reference_batch}]: {listing}"
-
-
 def _set_lr(group: dict[str, Any], lr: float) -> None:
     if isinstance(group["lr"], torch.Tensor):
         group["lr"].fill_(lr)
@@ -115,18 +80,23 @@ def _set_lr(group: dict[str, Any], lr: float) -> None:
         group["lr"] = lr
 
 
-class DynamicLRScaling:
-    """Rescales every group's LR whenever the effective batch size changes during training.
+class BatchSizeLRScaling:
+    """Scales every group's LR by one factor for the effective batch, at the start or whenever
+    the batch changes; the one mechanism of batch-size LR scaling.
 
-    With an `LRMultiplier` target the factor is the scheduler's ``lr_factor``, which multiplies
-    the schedule, so the next scheduler step keeps the scaling. With a bare optimizer (no
-    scheduler, as in a plain training loop) each group's LR becomes its LR at construction ×
-    the factor.
+    With an `LRMultiplier` target the factor is the scheduler's ``lr_factor``: each group's LR is
+    its initial LR × its schedule × the factor, so schedule steps keep the scaling and the groups'
+    initial LRs stay the config's. With a bare optimizer (no scheduler, as in a plain training
+    loop) each group's LR becomes its LR at construction × the factor.
 
     Args:
         target: the LRMultiplier (or the optimizer) whose LRs to scale.
         reference_batch: the effective batch the target's initial LRs are meant for.
         rule: "linear" or "sqrt".
+
+    Raises:
+        ConfigError: a bad rule or batch, or an optimizer a scheduler already drives (its next
+            step would undo the scaling: pass the scheduler).
     """
 
     def __init__(
@@ -138,13 +108,20 @@ class DynamicLRScaling:
         if not isinstance(target, LRMultiplier | torch.optim.Optimizer):
             raise TypeError(f"target must be an LRMultiplier or an optimizer, got {type(target)}")
         lr_scale_factor(reference_batch, reference_batch, rule)  # validates both
+        if isinstance(target, torch.optim.Optimizer):
+            if any("initial_lr" in g for g in target.param_groups):
+                raise ConfigError(
+                    "this optimizer's LRs are set by an LR scheduler, which would undo the "
+                    "scaling at its next step; scale through the scheduler instead"
+                )
+            self._initial = [float(g["lr"]) for g in target.param_groups]
+        else:
+            self._initial = [float(b) for b in target.base_lrs]
         self.target = target
         self.reference_batch = reference_batch
         self.rule = rule
         self.batch = reference_batch
         self.factor = 1.0
-        if isinstance(target, torch.optim.Optimizer):
-            self._base_lrs = [float(g["lr"]) for g in target.param_groups]
 
     def update(self, effective_batch: int) -> str | None:
         """Applies the factor for `effective_batch`; returns a log line if the batch changed."""
@@ -152,22 +129,44 @@ class DynamicLRScaling:
         if effective_batch == self.batch:
             return None
         old = self.batch
-        self._apply(
-            effective_batch, lr_scale_factor(self.reference_batch, effective_batch, self.rule)
-        )
-        expr = _expression(self.reference_batch, effective_batch, self.rule)
+        self._apply(effective_batch)
         return (
-            f"effective batch {old} → {effective_batch}: lr = initial × {expr} = "
+            f"effective batch {old} → {effective_batch}: lr = initial × {self._expression()} = "
             f"initial × {self.factor:.6g} [{self.rule}, reference {self.reference_batch}]"
         )
 
-    def _apply(self, batch: int, factor: float) -> None:
-        self.batch, self.factor = batch, factor
+    def summary(self) -> str:
+        """Says how the current factor scales each group's initial LR.
+
+        One group: ``lr 0.02 = 0.01 × (32/16) [linear, reference 16]``; several: ``lr = initial
+        × (32/16) [linear, reference 16]: backbone 0.01 → 0.02, head 0.1 → 0.2``.
+        """
+        if len(self._initial) == 1:
+            return describe_lr_scaling(
+                self._initial[0], self.reference_batch, self.batch, self.rule
+            )
+        groups = self.target.optimizer if isinstance(self.target, LRMultiplier) else self.target
+        names = param_group_names(groups.param_groups)
+        listing = ", ".join(
+            f"{name} {lr:.6g} → {lr * self.factor:.6g}"
+            for name, lr in zip(names, self._initial, strict=True)
+        )
+        return (
+            f"lr = initial × {self._expression()} [{self.rule}, reference "
+            f"{self.reference_batch}]: {listing}"
+        )
+
+    def _expression(self) -> str:
+        return _expression(self.reference_batch, self.batch, self.rule)
+
+    def _apply(self, batch: int) -> None:
+        self.batch = batch
+        self.factor = lr_scale_factor(self.reference_batch, batch, self.rule)
         if isinstance(self.target, LRMultiplier):
-            self.target.set_lr_factor(factor)
+            self.target.set_lr_factor(self.factor)
             return
-        for group, base in zip(self.target.param_groups, self._base_lrs, strict=True):
-            _set_lr(group, base * factor)
+        for group, base in zip(self.target.param_groups, self._initial, strict=True):
+            _set_lr(group, base * self.factor)
 
     def state_dict(self) -> dict[str, Any]:
         """Returns the current effective batch and factor (plain values)."""
@@ -175,5 +174,4 @@ class DynamicLRScaling:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores the batch and re-applies its factor to this run's LRs."""
-        batch = positive_int(state.get("batch"), "batch")
-        self._apply(batch, lr_scale_factor(self.reference_batch, batch, self.rule))
+        self._apply(positive_int(state.get("batch"), "batch"))

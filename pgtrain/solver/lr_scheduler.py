@@ -2,7 +2,7 @@
 
 A schedule (see `pgtrain.solver.schedules`) is a pure function of ``where = iter / max_iter``.
 The adapter sets ``lr = initial_lr × multiplier(where) × lr_factor`` for every group, where a group
-(found by its ``name``) may follow its own schedule and ``lr_factor`` is owned by dynamic
+(found by its ``name``) may follow its own schedule and ``lr_factor`` is owned by
 batch-size scaling, so the schedule never overwrites the scaling.
 """
 
@@ -90,7 +90,9 @@ class LRMultiplier(LRScheduler):
 
     Step it once per iteration, after ``optimizer.step()``. Works with any torch optimizer.
     Groups are identified by name (`param_group_names`). A group's initial LR is its
-    ``initial_lr`` if a scheduler set one before, else its ``lr``.
+    ``initial_lr`` if a scheduler set one before, else its ``lr``; the scheduler writes
+    ``initial_lr`` and ``lr_factor`` into every group, so reports show ``initial_lr ×
+    lr_factor``, the LR the schedule scales.
 
     On `load_state_dict` (and after ``optimizer.load_state_dict``) the iteration comes from the
     checkpoint but the LRs are this run's: the current config decides, so a resume with a changed
@@ -123,6 +125,7 @@ class LRMultiplier(LRScheduler):
                 lr = group["lr"]
                 # A tensor LR (capturable / fused optimizers) is updated in place: copy it.
                 group["initial_lr"] = lr.clone() if isinstance(lr, torch.Tensor) else lr
+            group["lr_factor"] = self.lr_factor
         super().__init__(optimizer, last_epoch=last_iter)
         # A plain function holding a weak reference: the optimizer must not keep this alive,
         # and a deep copy of the optimizer must not copy the scheduler.
@@ -170,6 +173,7 @@ class LRMultiplier(LRScheduler):
             groups, self.base_lrs, self.lrs_at(self.last_epoch), strict=True
         ):
             group["initial_lr"] = base
+            group["lr_factor"] = self.lr_factor  # so every view shows the LR the schedule scales
             if isinstance(group["lr"], torch.Tensor):
                 group["lr"].fill_(lr)
             else:
@@ -187,7 +191,7 @@ class LRMultiplier(LRScheduler):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Resumes at the saved iteration and LR factor, with this run's groups and LRs."""
+        """Resumes at the saved iteration, with this run's groups, LRs and batch-size factor."""
         last = state_dict.get("last_iter", state_dict.get("last_epoch"))
         if not is_whole(last):
             raise CheckpointError(
@@ -195,7 +199,16 @@ class LRMultiplier(LRScheduler):
                 "LRMultiplier.state_dict or a torch scheduler"
             )
         self.last_epoch = last
-        self.lr_factor = float(state_dict.get("lr_factor", 1.0))
+        # The factor belongs to batch-size scaling, which restores its own state; this run's
+        # config decides it, as it decides the LRs.
+        saved_factor = float(state_dict.get("lr_factor", 1.0))
+        if saved_factor != self.lr_factor:
+            logger.info(
+                "LR scheduler resumed with this run's batch-size LR factor %.6g (the checkpoint's "
+                "was %.6g)",
+                self.lr_factor,
+                saved_factor,
+            )
         self._apply()
         saved = state_dict.get("group_names")
         if saved is not None and list(saved) != self.group_names:

@@ -26,11 +26,18 @@ __all__ = [
     "shared_random_seed",
     "create_local_process_group",
     "get_local_process_group",
+    "unwrap_model",
 ]
 
 # The process group of this machine's processes, set by `create_local_process_group` (which
 # `launch` calls). Under torchrun the LOCAL_RANK / LOCAL_WORLD_SIZE variables answer instead.
 _LOCAL_PROCESS_GROUP: dist.ProcessGroup | None = None
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DistributedDataParallel / DataParallel wrapper, or `model` itself."""
+    wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
+    return model.module if isinstance(model, wrappers) else model
 
 
 def _is_distributed() -> bool:

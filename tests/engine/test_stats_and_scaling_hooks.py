@@ -10,9 +10,9 @@ from pgtrain.engine import (
     LRSchedulerHook,
     ParamGroupStatsHook,
     Trainer,
-    scale_lrs_to_batch,
+    loader_effective_batch,
 )
-from pgtrain.solver import DynamicLRScaling, LRMultiplier, build_schedule
+from pgtrain.solver import BatchSizeLRScaling, LRMultiplier, build_schedule
 
 
 def grouped_sgd(model, head_lr=1.0):
@@ -89,7 +89,7 @@ def test_dynamic_batch_scaling_sqrt_rule(toy_model, toy_dataset):
         [
             LRSchedulerHook(scheduler),
             GrowBatch(),
-            BatchSizeLRScalingHook(DynamicLRScaling(scheduler, 64, "sqrt")),
+            BatchSizeLRScalingHook(BatchSizeLRScaling(scheduler, 64, "sqrt")),
         ]
     )
     trainer.train(0, 4)
@@ -99,12 +99,7 @@ def test_dynamic_batch_scaling_sqrt_rule(toy_model, toy_dataset):
     assert trainer.storage.history("lr/backbone").latest() == pytest.approx(0.01 * math.sqrt(2))
 
 
-def test_scale_lrs_to_batch_counts_processes_and_accumulation(toy_model, toy_dataset):
+def test_loader_effective_batch_counts_processes_and_accumulation(toy_model, toy_dataset):
     loader = build_train_loader(toy_dataset, total_batch_size=8)
-    optimizer = grouped_sgd(toy_model, head_lr=0.1)
-    batch = scale_lrs_to_batch(optimizer, loader, accumulation=4, reference_batch=16, rule="linear")
-    assert batch == 32
-    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.02, 0.2])
-    untouched = grouped_sgd(toy_model, head_lr=0.1)
-    assert scale_lrs_to_batch(untouched, loader, accumulation=1, reference_batch=None) == 8
-    assert [g["lr"] for g in untouched.param_groups] == [0.01, 0.1]
+    assert loader_effective_batch(loader, accumulation=4) == 32
+    assert loader_effective_batch(loader) == 8

@@ -59,9 +59,9 @@ def test_vit_inside_a_detector_under_a_prefix(wrapped_vit):
     assert placed["backbone.net.blocks.3.mlp.fc1.bias"]["lr"] == 0.5**1
     for outside in ("backbone.net.norm.weight", "backbone.simple_fpn.weight", "roi_heads.weight"):
         assert placed[outside]["lr"] == 1.0 and placed[outside]["name"].startswith("layer_5")
-    assert "layer ids: auto: vit at 'backbone.net.' (4 blocks)" in groups.plan.notes
+    assert "layer ids: auto: vit at 'backbone.net.' (4 blocks)" in groups.record.notes
     # the submodule's no_weight_decay() hints arrive prefixed
-    pos_embed = groups.plan.decisions["backbone.net.pos_embed"]
+    pos_embed = groups.record.decisions["backbone.net.pos_embed"]
     assert pos_embed.sources() == ["layer_decay", "no_weight_decay()"]
     assert pos_embed.weight_decay == 0.0
 
@@ -118,7 +118,7 @@ def test_resnet_stages_on_maskrcnn(maskrcnn):
         "roi_heads.mask_predictor.mask_fcn_logits.weight",
     ):
         assert placed[rest]["lr"] == 1.0 and placed[rest]["weight_decay"] == 1e-4, rest
-    assert "layer ids: auto: resnet at 'backbone.body.' (4 blocks)" in groups.plan.notes
+    assert "layer ids: auto: resnet at 'backbone.body.' (4 blocks)" in groups.record.notes
 
 
 class Plain(nn.Module):

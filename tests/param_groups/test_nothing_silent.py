@@ -125,7 +125,7 @@ def test_skip_accepts_declared_names_a_model_lacks(vit):
     )
     report = param_groups_to_dict(groups)
     assert any("(ignored): dist_token" in note for note in report["notes"])
-    assert groups.plan.decisions["pos_embed"].weight_decay == 0.0
+    assert groups.record.decisions["pos_embed"].weight_decay == 0.0
     with pytest.raises(ConfigError, match="'pos_embd' matches no parameter"):
         build_param_groups(vit, builder="layer_decay", lr=1.0, skip=["pos_embd"])
 

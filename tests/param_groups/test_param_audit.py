@@ -184,7 +184,7 @@ def test_tied_parameter_is_placed_once_and_reported():
     assert names == ["encoder.weight", "shared.weight", "shared.bias"]
     # the rule matched the tied parameter through its other name
     assert next(g for g in groups if "encoder.weight" in g["param_names"])["lr"] == 3.0
-    assert groups.plan.aliases == {
+    assert groups.record.aliases == {
         "encoder.weight": ["decoder.weight"],
         "shared.weight": ["again.weight"],
         "shared.bias": ["again.bias"],

@@ -169,7 +169,7 @@ def test_custom_builder_is_selected_by_name_and_audited(detector):
         "roi_heads.mask_predictor.weight",
         "roi_heads.mask_predictor.bias",
     ]
-    assert groups.plan.builder == "test_two_speed"
+    assert groups.record.builder == "test_two_speed"
     with pytest.raises(
         ConfigError,
         match="unexpected keyword 'fsat' for builder 'test_two_speed'; did you mean 'fast'",

@@ -141,7 +141,7 @@ def test_hint_selector_prefixes_submodule_hints(wrapped_vit):
     )
     no_wd = [n for g in groups if g["weight_decay"] == 0.0 for n in g["param_names"]]
     assert no_wd == ["backbone.net.cls_token", "backbone.net.pos_embed"]
-    assert any("backbone.net.dist_token" in note for note in groups.plan.notes)
+    assert any("backbone.net.dist_token" in note for note in groups.record.notes)
 
 
 def test_fresh_selector_and_generator_fresh(detector):
@@ -156,7 +156,7 @@ def test_fresh_selector_and_generator_fresh(detector):
 def test_fresh_rule_without_fresh_names_matches_nothing_and_says_so(detector):
     groups = build_param_groups(detector, lr=0.1, rules=[{"fresh": True, "lr_mult": 10}])
     assert [g["lr"] for g in groups] == [0.1]
-    assert any("fresh parameters are not known" in note for note in groups.plan.notes)
+    assert any("fresh parameters are not known" in note for note in groups.record.notes)
 
 
 def test_requires_grad_selector_and_frozen_setting(detector):

@@ -49,7 +49,7 @@ def test_layer_decay_matches_timm_per_parameter(name, extra):
     for param, (scale, wd) in expected.items():
         assert got[param][0] == pytest.approx(scale, rel=1e-12), param
         assert got[param][1] == wd, param
-    assert "group_matcher of '<model>'" in groups.plan.notes[0]
+    assert "group_matcher of '<model>'" in groups.record.notes[0]
 
 
 def test_the_final_norm_sits_with_the_last_block():

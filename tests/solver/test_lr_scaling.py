@@ -9,11 +9,10 @@ from torch import nn
 
 from pgtrain.errors import ConfigError
 from pgtrain.solver.lr_scaling import (
-    DynamicLRScaling,
+    BatchSizeLRScaling,
     describe_lr_scaling,
     effective_batch_size,
     scale_lr,
-    scale_optimizer_lrs,
 )
 from pgtrain.solver.lr_scheduler import LRMultiplier
 from pgtrain.solver.schedules import build_schedule
@@ -53,29 +52,38 @@ def test_effective_batch_counts_processes_and_accumulation():
     assert scale_lr(0.01, 16, effective) == pytest.approx(0.02)
 
 
-def test_scale_optimizer_lrs_scales_every_group_once():
+def test_scaling_at_the_start_is_the_schedulers_factor_on_every_group():
     optimizer = seed003_optimizer()
     optimizer.param_groups[0]["name"] = "base"
-    line = scale_optimizer_lrs(optimizer, 16, 32)
+    scheduler = LRMultiplier(optimizer, build_schedule("constant"), 10)
+    scaling = BatchSizeLRScaling(scheduler, 16)
+    assert scaling.update(32)
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.002, 0.004, 0.006])
-    assert line == (
+    # the groups keep the config's LRs; the factor is the scheduler's, written into each group
+    assert [g["initial_lr"] for g in optimizer.param_groups] == [0.001, 0.002, 0.003]
+    assert [g["lr_factor"] for g in optimizer.param_groups] == [2.0, 2.0, 2.0]
+    assert scheduler.lr_factor == 2.0
+    assert scaling.summary() == (
         "lr = initial × (32/16) [linear, reference 16]: "
         "base 0.001 → 0.002, group1 0.002 → 0.004, group2 0.003 → 0.006"
     )
     one = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=0.01)
-    assert scale_optimizer_lrs(one, 16, 32) == "lr 0.02 = 0.01 × (32/16) [linear, reference 16]"
+    single = BatchSizeLRScaling(one, 16)
+    single.update(32)
+    assert single.summary() == "lr 0.02 = 0.01 × (32/16) [linear, reference 16]"
+    assert one.param_groups[0]["lr"] == pytest.approx(0.02)
 
 
-def test_scaling_after_the_scheduler_was_built_is_an_error():
+def test_an_optimizer_a_scheduler_drives_is_scaled_through_the_scheduler():
     optimizer = seed003_optimizer()
     LRMultiplier(optimizer, build_schedule("constant"), 10)
-    with pytest.raises(RuntimeError, match="before building the LR scheduler"):
-        scale_optimizer_lrs(optimizer, 16, 32)
+    with pytest.raises(ConfigError, match="scale through the scheduler"):
+        BatchSizeLRScaling(optimizer, 16)
 
 
 def test_seed003_sqrt_rule_batch_64_to_128():
     optimizer = seed003_optimizer()
-    scaling = DynamicLRScaling(optimizer, reference_batch=64, rule="sqrt")
+    scaling = BatchSizeLRScaling(optimizer, reference_batch=64, rule="sqrt")
     assert scaling.update(64) is None  # unchanged batch: nothing to do
     line = scaling.update(128)
     # Seed 003's printed LRs: each group's LR × sqrt(128 / 64) = × 1.414...
@@ -94,7 +102,7 @@ def test_dynamic_scaling_composes_with_the_schedule():
     optimizer = seed003_optimizer()
     schedule = build_schedule("multistep", milestones=[0.5], warmup_length=0.25, warmup_factor=0.5)
     scheduler = LRMultiplier(optimizer, schedule, 8)
-    scaling = DynamicLRScaling(scheduler, reference_batch=64, rule="sqrt")
+    scaling = BatchSizeLRScaling(scheduler, reference_batch=64, rule="sqrt")
     for it in range(8):
         if it == 3:
             scaling.update(128)
@@ -109,7 +117,7 @@ def test_dynamic_scaling_composes_with_the_schedule():
 def test_dynamic_scaling_resumes():
     optimizer = seed003_optimizer()
     scheduler = LRMultiplier(optimizer, build_schedule("constant"), 8)
-    scaling = DynamicLRScaling(scheduler, reference_batch=32, rule="linear")
+    scaling = BatchSizeLRScaling(scheduler, reference_batch=32, rule="linear")
     scaling.update(96)
     buf = io.BytesIO()
     torch.save({"scaling": scaling.state_dict()}, buf)
@@ -117,7 +125,7 @@ def test_dynamic_scaling_resumes():
     state = torch.load(buf, weights_only=True)
 
     optimizer2 = seed003_optimizer()
-    scaling2 = DynamicLRScaling(LRMultiplier(optimizer2, build_schedule("constant"), 8), 32)
+    scaling2 = BatchSizeLRScaling(LRMultiplier(optimizer2, build_schedule("constant"), 8), 32)
     scaling2.load_state_dict(state["scaling"])
     assert scaling2.batch == 96 and scaling2.factor == pytest.approx(3.0)
     assert [g["lr"] for g in optimizer2.param_groups] == pytest.approx([0.003, 0.006, 0.009])
@@ -130,7 +138,7 @@ def test_dynamic_scaling_resumes():
         (lambda: scale_lr(0.1, 0, 32), "reference_batch must be a positive integer"),
         (lambda: scale_lr(0.1, 16, 2.5), "effective_batch must be a positive integer"),
         (lambda: effective_batch_size(8, accumulation_steps=0), "accumulation_steps"),
-        (lambda: DynamicLRScaling(seed003_optimizer(), 64, rule="log"), "rule='log'"),
+        (lambda: BatchSizeLRScaling(seed003_optimizer(), 64, rule="log"), "rule='log'"),
     ],
 )
 def test_bad_arguments_name_themselves(call, match):

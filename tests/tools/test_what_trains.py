@@ -137,8 +137,11 @@ def test_the_table_shows_the_lrs_after_batch_size_scaling(tmp_path, capsys):
     shown, printed, report = inspect_report("configs/quick/toy.py", opts, tmp_path, capsys)
     groups = {g["name"]: g for g in report["groups"]}
     # batch 32 against a reference of 16: every LR doubles (toy: 0.005 and 10x for the head)
-    assert groups["default"]["initial_lr"] == pytest.approx(0.01)
-    assert groups["head"]["initial_lr"] == pytest.approx(0.1)
+    # the scaling is the scheduler's factor: the groups keep the config's LRs as initial LRs
+    assert groups["default"]["initial_lr"] * groups["default"]["lr_factor"] == pytest.approx(0.01)
+    assert groups["head"]["initial_lr"] * groups["head"]["lr_factor"] == pytest.approx(0.1)
+    assert groups["head"]["lr_factor"] == 2.0
+    assert "note: batch-size LR scaling: lr = initial × (32/16) [linear, reference 16]" in printed
     rows = {line.split()[0]: line.split() for line in printed.splitlines()[3:5]}
     assert rows["default"][3] == "0.01" and rows["head"][3] == "0.1"
     # and the LR of the first iteration is the warmup's start of those

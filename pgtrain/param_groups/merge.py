@@ -1,4 +1,4 @@
-"""Reduce: merge parameters with identical hyperparameters (and label) into few groups."""
+"""Merge: parameters with identical hyperparameters (and label) become one param group."""
 
 from collections.abc import Sequence
 from typing import Any
@@ -6,14 +6,14 @@ from typing import Any
 import torch
 
 from pgtrain.param_groups.names import param_group_names
-from pgtrain.param_groups.plan import ParamDecision
+from pgtrain.param_groups.record import ParamDecision
 
-__all__ = ["reduce_param_groups"]
+__all__ = ["merge_param_groups"]
 
 _SHORT = {"weight_decay": "wd", "lr_scale": "x"}
 
 
-def reduce_param_groups(
+def merge_param_groups(
     decisions: Sequence[ParamDecision],
     tensors: Sequence[torch.Tensor],
     *,

@@ -1,4 +1,5 @@
-"""What a builder decided for each parameter, and the group list that carries it."""
+"""What a build decided for each parameter (`ParamDecision`), the record of a whole build
+(`BuildRecord`), and the group list that carries it (`ParamGroups`)."""
 
 import math
 from dataclasses import dataclass, field
@@ -7,7 +8,7 @@ from typing import Any
 from pgtrain.errors import ConfigError
 from pgtrain.utils.suggest import did_you_mean
 
-__all__ = ["ParamDecision", "BuildPlan", "ParamGroups", "PRECEDENCE"]
+__all__ = ["ParamDecision", "BuildRecord", "ParamGroups", "PRECEDENCE"]
 
 PRECEDENCE = (
     "lr = (last absolute lr, else base lr) x every lr_mult; weight_decay likewise with wd_mult; "
@@ -66,7 +67,7 @@ class ParamDecision:
 
 
 @dataclass
-class BuildPlan:
+class BuildRecord:
     """Everything a build decided, kept next to the groups for reports and `explain`.
 
     Attributes:
@@ -100,33 +101,33 @@ class BuildPlan:
 
 
 class ParamGroups(list):
-    """A list of torch param-group dicts that also carries the `BuildPlan` behind it.
+    """A list of torch param-group dicts that also carries the `BuildRecord` behind it.
 
-    Pass it to any ``torch.optim`` optimizer as ``params``; the plan stays here for the report,
+    Pass it to any ``torch.optim`` optimizer as ``params``; the record stays here for the report,
     the JSON form and `explain`. Each group dict has ``params``, ``param_names``, ``name``, ``lr``,
     ``lr_scale``, ``weight_decay``, ``rules`` (ids of the rules that applied to its members) and
     any optimizer key a rule set.
     """
 
-    def __init__(self, groups: list[dict[str, Any]], plan: BuildPlan) -> None:
+    def __init__(self, groups: list[dict[str, Any]], record: BuildRecord) -> None:
         super().__init__(groups)
-        self.plan = plan
+        self.record = record
 
     def explain(self, name: str) -> str:
         """Says which group parameter `name` is in and which rules set its hyperparameters."""
-        d = self.plan.decision(name)
+        d = self.record.decision(name)
         group = next((g["name"] for g in self if d.name in g["param_names"]), None)
         lines = [
             f"{d.name} {tuple(d.shape)}: "
             + (f"group '{group}'" if group else "frozen (not in the optimizer)")
         ]
-        others = self.plan.aliases.get(d.name)
+        others = self.record.aliases.get(d.name)
         if others:
             lines.append(f"  tied: also named {', '.join(others)} (placed once)")
-        lines.append(f"  lr = {d.lr:.6g}{_base(self.plan.base_lr, 'lr', d.applied)}")
+        lines.append(f"  lr = {d.lr:.6g}{_base(self.record.base_lr, 'lr', d.applied)}")
         lines.append(
             f"  weight_decay = {d.weight_decay:.6g}"
-            f"{_base(self.plan.base_weight_decay, 'weight_decay', d.applied)}"
+            f"{_base(self.record.base_weight_decay, 'weight_decay', d.applied)}"
         )
         for key, label in (("lr_mult", "lr"), ("wd_mult", "weight_decay")):
             composed = d.composition(key)
@@ -138,7 +139,7 @@ class ParamGroups(list):
             lines.append("  no rule applied: base values")
         for source in d.sources():
             sets = ", ".join(f"{k}={v!r}" for s, k, v in d.applied if s == source)
-            lines.append(f"  by {self.plan.sources.get(source, source)}: {sets}")
+            lines.append(f"  by {self.record.sources.get(source, source)}: {sets}")
         lines.append(f"  precedence: {PRECEDENCE}")
         return "\n".join(lines)
 
