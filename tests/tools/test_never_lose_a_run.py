@@ -11,6 +11,8 @@ import sys
 import pytest
 import torch
 
+from tests._cli_batch import run_batch
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOY = "configs/quick/toy.py"
 
@@ -332,16 +334,26 @@ CASES = {
 }
 
 
+@pytest.fixture(scope="module")
+def bad_input_runs(tmp_path_factory):
+    """Every case's command line, run through train_net in one batch (one import of torch)."""
+    argvs = []
+    for case, (make_args, _) in CASES.items():
+        tmp_path = tmp_path_factory.mktemp(case.replace(" ", "_").replace("=", "_"))
+        args = make_args(tmp_path)
+        if "--config" not in args:
+            args = ["--config", TOY, *args]
+        if not any(a.startswith("train.output_dir") for a in args):
+            args.append(f"train.output_dir={tmp_path / 'out'}")
+        argvs.append([*args, "train.max_iter=2"])
+    results = run_batch("tools/train_net.py", argvs, tmp_path_factory.mktemp("batch"))
+    return dict(zip(CASES, results, strict=True))
+
+
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_is_one_line_naming_the_key_or_path(case, tmp_path):
-    make_args, expected = CASES[case]
-    args = make_args(tmp_path)
-    if "--config" not in args:
-        args = ["--config", TOY, *args]
-    if not any(a.startswith("train.output_dir") for a in args):
-        args.append(f"train.output_dir={tmp_path / 'out'}")
-    line = one_line_error(train_net(*args, "train.max_iter=2"))
-    assert expected in line, line
+def test_bad_input_is_one_line_naming_the_key_or_path(case, bad_input_runs):
+    line = one_line_error(bad_input_runs[case])
+    assert CASES[case][1] in line, line
 
 
 def test_a_user_error_in_a_spawned_process_is_one_line(tmp_path):
