@@ -61,7 +61,7 @@ def do_test(cfg, model):
 
 def build_hooks(cfg, run):
     """The default hooks, in the order they run (the comments say why)."""
-    train = cfg.train
+    train = run.cfg.train  # the run's: lengths and periods in iterations (epochs resolved)
     return [
         IterationTimer(),
         NonFiniteLossGuard(),  # after_backward: stops before the optimizer steps on a NaN loss
@@ -74,16 +74,17 @@ def build_hooks(cfg, run):
         PeriodicCheckpointer(run.checkpointer, train.checkpoint.period, max_iter=train.max_iter),
         EvalHook(train.eval_period, functools.partial(do_test, cfg, run.model)),
         PeriodicWriter(
-            default_writers(train.output_dir, train.max_iter), train.log_period
+            default_writers(train.output_dir, train.max_iter, train.iters_per_epoch),
+            train.log_period,
         ),  # last: this step's eval metrics land too
     ]
 
 
 def do_train(cfg, resume, notes=()):
     """Builds the run from `cfg` and trains; resumes from the last checkpoint if asked."""
-    train = cfg.train
     # The run the tools show too: weights (so `fresh` is known), groups, LR scaling, schedule.
     run = build_run(cfg, resume=resume, with_loader=True, notes=list(notes))
+    train = run.cfg.train
     save_config(cfg)  # only now: a run refused above leaves the previous config.yaml as it was
     logger.info("Parameter groups:\n%s", run.table())
     amp = {"precision": train.amp.precision} if train.amp.enabled else {}

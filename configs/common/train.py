@@ -6,10 +6,17 @@ train = dict(
     # --resume); True moves that run's files into output_dir/replaced_<time>/ first.
     overwrite=False,
     init_checkpoint="",  # weights to start from (path or URL); fresh parameters are reported
+    # Globs of init_checkpoint's keys to leave out, e.g. ["head.*"] to train a new classifier
+    # head of the same shape; their parameters count as fresh (a `fresh` rule selects them).
+    init_checkpoint_exclude=[],
     # Initial weights that provide less of the model's parameters than this warn loudly; none
     # at all is an error (a checkpoint of another model).
     init_checkpoint_min_fraction=0.5,
+    # The run's length: max_iter optimizer steps, or (max_iter=None) epochs passes over the
+    # train dataset; exactly one is set. Eval and checkpoint periods take iterations or "2ep".
     max_iter=1000,
+    epochs=None,
+    iters_per_epoch=None,  # set by the run from the train dataset's length and the batch
     device="auto",  # "auto": CUDA when available, else CPU
     seed=0,  # each rank seeds with seed + rank; a negative seed draws one at random
     amp=dict(enabled=False, precision="bf16"),  # bf16 on CPU or CUDA; fp16 (+ GradScaler) on CUDA

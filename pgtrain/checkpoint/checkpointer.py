@@ -3,6 +3,7 @@
 import logging
 import os
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -198,6 +199,7 @@ class Checkpointer:
         *,
         exact: bool = False,
         restore_state: bool = True,
+        exclude: Sequence[str] = (),
     ) -> CheckpointReport:
         """Loads model weights, and the chosen checkpointables, from a checkpoint file.
 
@@ -213,6 +215,8 @@ class Checkpointer:
             restore_state: Restore the checkpointables and RNG states now; False keeps them in
                 the report for `restore_state` (a run that builds its trainer after the
                 weights), so the file is read once.
+            exclude: Globs of the file's model keys to leave out (a head to train anew); their
+                parameters count as fresh. Each glob must match a key.
 
         Raises:
             CheckpointError: The file is missing, corrupt, unsafe, has NaN/Inf weights, or does
@@ -227,7 +231,7 @@ class Checkpointer:
         check_loadable_finite(model_state, path)
         if exact:
             check_exact_fit(self.model, model_state, path)
-        report = load_model_state(self.model, model_state, path)
+        report = load_model_state(self.model, model_state, path, exclude)
         report.contents = rest
         if checkpointables is None:
             report.fresh = self._with_recorded_fresh(report.fresh, rest.get("fresh"))
@@ -332,6 +336,7 @@ class Checkpointer:
         resume: bool = True,
         min_fraction: float = 0.5,
         restore_state: bool = True,
+        exclude: Sequence[str] = (),
     ) -> CheckpointReport:
         """Resumes from save_dir's last checkpoint, or else loads initial weights.
 
@@ -344,6 +349,8 @@ class Checkpointer:
                 parameter values get a loud warning; none at all is an error.
             restore_state: On resume, restore the checkpointables and RNG states now (False:
                 later, with `restore_state`).
+            exclude: Globs of `path`'s model keys to leave out (not applied on resume: a run's
+                own checkpoint continues whole).
 
         Raises:
             CheckpointError: The resumed checkpoint does not fit the model exactly, or the
@@ -353,7 +360,7 @@ class Checkpointer:
             report = self.load(self.get_checkpoint_file(), exact=True, restore_state=restore_state)
             report.resumed = True
             return report
-        report = self.load(path, checkpointables=[])
+        report = self.load(path, checkpointables=[], exclude=exclude)
         if path:
             self._check_provided(report, path, min_fraction)
         pretrained = pretrained_parameter_names(self.model) if not path else set()

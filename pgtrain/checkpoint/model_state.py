@@ -1,8 +1,10 @@
 """Fitting a checkpoint's model state into a model, and the report of what fit."""
 
+import fnmatch
 import logging
+import re
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from itertools import chain
 from typing import Any
 
@@ -10,7 +12,8 @@ import torch
 from torch import nn
 
 from pgtrain.checkpoint.report import CheckpointReport
-from pgtrain.errors import CheckpointError
+from pgtrain.errors import CheckpointError, ConfigError
+from pgtrain.utils.suggest import close_matches
 
 __all__ = [
     "check_exact_fit",
@@ -25,17 +28,23 @@ logger = logging.getLogger("pgtrain.checkpoint")
 _MAX_LOGGED = 10
 
 
-def load_model_state(model: nn.Module, state: Mapping[str, Any], path: str) -> CheckpointReport:
+def load_model_state(
+    model: nn.Module, state: Mapping[str, Any], path: str, exclude: Sequence[str] = ()
+) -> CheckpointReport:
     """Loads the entries of `state` that fit into `model`; reports the ones that did not.
 
     Entries whose shape differs from the model's are skipped with a warning, so the model keeps
-    its initialization there (new heads with another number of classes).
+    its initialization there (new heads with another number of classes). Entries matching a glob
+    of `exclude` (``fnmatch``, ``*`` crossing dots) are left out on purpose: their parameters
+    start from their initialization and count as fresh, and the report lists them.
 
     Raises:
         CheckpointError: The model rejected the weights (e.g. a module's own loading check).
+        ConfigError: A glob of `exclude` matches no key of the file.
     """
     model_state = model.state_dict()
     state = _fit_resizable(model, _strip_module_prefix(state, model_state), model_state)
+    state, excluded = _exclude(state, exclude, path)
     usable, mismatched = _drop_mismatched(state, model_state, path)
     try:
         result = model.load_state_dict(usable, strict=False)
@@ -46,10 +55,11 @@ def load_model_state(model: nn.Module, state: Mapping[str, Any], path: str) -> C
     # What the model itself says it did not get: load_state_dict's missing keys account for
     # modules that rename old keys while loading (torchvision's older detector checkpoints).
     not_provided, aliases = set(result.missing_keys) | skipped, _aliases(model)
+    left_out = skipped | set(excluded)
     missing = [
         key
         for key in result.missing_keys
-        if key not in skipped and aliases.get(key, {key}) <= not_provided
+        if key not in left_out and aliases.get(key, {key}) <= not_provided
     ]
     fresh = [n for n, _ in model.named_parameters() if aliases[n] <= not_provided]
     _warn_keys("Model keys missing in checkpoint %s (%d): %s", path, missing)
@@ -60,8 +70,32 @@ def load_model_state(model: nn.Module, state: Mapping[str, Any], path: str) -> C
         missing=missing,
         unexpected=list(result.unexpected_keys),
         shape_mismatched=mismatched,
+        excluded=excluded,
         fresh=fresh,
     )
+
+
+def _exclude(
+    state: dict[str, Any], patterns: Sequence[str], path: str
+) -> tuple[dict[str, Any], list[str]]:
+    """Splits off the keys matching any glob of `patterns`; each glob must match a key."""
+    if not patterns:
+        return state, []
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    matchers = [(p, re.compile(fnmatch.translate(p)).match) for p in patterns]
+    for pattern, match in matchers:
+        if not any(match(key) for key in state):
+            near = ", ".join(f"'{k}'" for k in close_matches(pattern.replace("*", ""), state, n=3))
+            raise ConfigError(
+                f"init_checkpoint_exclude: '{pattern}' matches no key of {path} (closest: "
+                f"{near or 'none'}); a glob covers whole names, e.g. 'head.*' or "
+                "'roi_heads.box_predictor.*'"
+            )
+    excluded = [key for key in state if any(match(key) for _, match in matchers)]
+    logger.info("Left out %d keys of %s (init_checkpoint_exclude)", len(excluded), path)
+    dropped = set(excluded)
+    return {k: v for k, v in state.items() if k not in dropped}, excluded
 
 
 def pretrained_parameter_names(model: nn.Module) -> set[str]:

@@ -19,6 +19,7 @@ class CheckpointReport:
         missing: Model state keys the file does not provide.
         unexpected: Keys in the file that the model does not have.
         shape_mismatched: ``(key, shape in file, shape in model)`` for keys that were skipped.
+        excluded: Keys of the file left out on purpose (``train.init_checkpoint_exclude``).
         fresh: Model parameter names the file did not provide (missing or shape-mismatched),
             i.e. the parameters that start from their initialization. Empty when nothing was
             loaded, because there is no checkpoint to compare against. On resume it also holds
@@ -38,6 +39,7 @@ class CheckpointReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     shape_mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
     fresh: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     checkpointables: list[str] = field(default_factory=list)
@@ -56,6 +58,8 @@ class CheckpointReport:
         if self.shape_mismatched:
             shapes = [f"{k} {tuple(a)} in file vs {tuple(b)}" for k, a, b in self.shape_mismatched]
             lines.append(_listing("skipped, shape mismatch", shapes))
+        if self.excluded:
+            lines.append(_listing("left out (init_checkpoint_exclude)", self.excluded))
         if self.missing:
             lines.append(_listing("missing in file", self.missing))
         if self.unexpected:

@@ -76,18 +76,29 @@ class LazyConfig:
         """Applies ``key.path=value`` overrides in place and returns `cfg`.
 
         Values are Python literals where they parse (``1``, ``1e-3``, ``[1,2]``, ``None``,
-        ``True``), YAML words ``true``/``false``/``null``, else strings. A key must exist; prefix
-        it with ``+`` to add a new one. An unknown key is an error with close names.
+        ``True``), YAML words ``true``/``false``/``null``, lists and dicts in YAML's flow style
+        (``[pos_embed, cls_token]``, ``[{match: head.*, lr_mult: 10}]``), else strings; a value
+        that starts like a list or dict but does not parse is an error. A key must exist; prefix
+        it with ``+`` to add a new one. ``~key.path`` removes a key (Hydra's spelling), so a
+        class can be switched with the options it does not take removed:
+        ``optimizer._target_=torch.optim.AdamW ~optimizer.momentum``. An unknown key is an error
+        with close names.
         """
         for item in overrides:
+            if item.startswith("~"):
+                _remove_key(cfg, item)
+                continue
             key, sep, raw = item.partition("=")
             if not sep or not key:
-                raise ConfigError(f"override '{item}' is not of the form key.path=value")
+                raise ConfigError(
+                    f"override '{item}' is not of the form key.path=value (or ~key.path to "
+                    "remove a key)"
+                )
             add = key.startswith("+")
             key = key.lstrip("+")
             if not add:
-                _check_key_exists(cfg, key)
-            OmegaConf.update(cfg, key, _parse_value(raw), merge=False, force_add=True)
+                _check_key_exists(cfg, key, item)
+            OmegaConf.update(cfg, key, _parse_value(raw, item), merge=False, force_add=True)
         return cfg
 
 
@@ -228,11 +239,14 @@ def _forget_module(name: str) -> None:
         delattr(sys.modules[parent], child)
 
 
-def _check_key_exists(cfg: DictConfig, key: str) -> None:
-    """Raises unless `key` exists, or names an argument its call node's target accepts."""
+def _check_key_exists(cfg: DictConfig, key: str, item: str, removing: bool = False) -> Any:
+    """Returns the node holding `key`'s last part; raises unless `key` exists, or (when not
+    `removing`) names an argument its call node's target accepts."""
     node: Any = cfg
+    parent: Any = cfg
     done: list[str] = []
     for part in key.split("."):
+        parent = node
         if isinstance(node, ListConfig) and part.isdigit() and int(part) < len(node):
             node = node._get_node(int(part))
         elif isinstance(node, DictConfig) and part in [str(k) for k in node.keys()]:
@@ -240,14 +254,29 @@ def _check_key_exists(cfg: DictConfig, key: str) -> None:
         else:
             choices = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
             accepted = _accepted_arguments(node)
-            if part in accepted:
-                return  # an argument left at its default, now set from the command line
+            if part in accepted and not removing:
+                return node  # an argument left at its default, now set from the command line
             where = ".".join(done) or "the config"
+            hint = "nothing to remove" if removing else f"use '+{key}=...' to add a new key"
             raise ConfigError(
-                f"override '{key}': {where} has no key '{part}'"
-                f"{did_you_mean(part, choices + accepted)} (use '+{key}=...' to add a new key)"
+                f"override '{item}': {where} has no key '{part}'"
+                f"{did_you_mean(part, choices + accepted)} ({hint})"
             )
         done.append(part)
+    return parent
+
+
+def _remove_key(cfg: DictConfig, item: str) -> None:
+    key = item[1:]
+    if "=" in key:
+        raise ConfigError(
+            f"override '{item}': ~ removes a key; write ~{key.partition('=')[0]} (without a value)"
+        )
+    if not key:
+        raise ConfigError(f"override '{item}' names no key; write ~key.path to remove one")
+    parent = _check_key_exists(cfg, key, item, removing=True)
+    last = key.rpartition(".")[2]
+    del parent[int(last) if isinstance(parent, ListConfig) else last]
 
 
 def _accepted_arguments(node: Any) -> list[str]:
@@ -261,7 +290,7 @@ def _accepted_arguments(node: Any) -> list[str]:
     return found[0] if found else []
 
 
-def _parse_value(raw: str) -> Any:
+def _parse_value(raw: str, item: str) -> Any:
     try:
         return ast.literal_eval(raw)
     except (ValueError, SyntaxError):
@@ -271,4 +300,18 @@ def _parse_value(raw: str) -> Any:
         return lowered == "true"
     if lowered in ("null", "none", "~"):
         return None
+    if lowered[:1] in ("[", "{"):  # YAML's flow style: [pos_embed], [{match: head.*, lr_mult: 10}]
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            value = e
+        if not isinstance(value, list | dict):
+            reason = str(value).splitlines()[0] if isinstance(value, Exception) else "not a list"
+            key = item.partition("=")[0]
+            raise ConfigError(
+                f"override '{item}': the value looks like a list or dict but does not parse "
+                f"({reason}); write it as YAML or Python and quote it for the shell, e.g. "
+                f"'{key}=[a, b]' or '{key}=[{{match: head.*, lr_mult: 10}}]'"
+            )
+        return value
     return raw

@@ -17,6 +17,7 @@ from iopath.common.file_io import g_pathmgr
 from omegaconf import DictConfig
 
 from pgtrain.config import LazyCall, LazyConfig
+from pgtrain.engine.run_length import check_run_length
 from pgtrain.errors import ConfigError, PgtrainError
 from pgtrain.param_groups import build_param_groups
 from pgtrain.utils import comm
@@ -145,10 +146,10 @@ def check_run_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"train.seed={seed!r} must be a whole number (a negative one, or null, draws one)"
         )
-    for key in ("max_iter", "log_period"):
-        value = train.get(key, 1)
-        if not is_whole(value, at_least=1):
-            raise ConfigError(f"train.{key}={value!r} must be a positive whole number")
+    check_run_length(train)
+    log_period = train.get("log_period", 1)
+    if not is_whole(log_period, at_least=1):
+        raise ConfigError(f"train.log_period={log_period!r} must be a positive whole number")
 
 
 def check_output_dir(output_dir: str, *, resume: bool, overwrite: bool = False) -> str | None:
@@ -270,13 +271,16 @@ def default_setup(cfg: DictConfig, args: argparse.Namespace) -> None:
     seed_all_rng(per_rank_seed(seed, rank))
 
 
-def default_writers(output_dir: str, max_iter: int) -> list[EventWriter]:
-    """Console, JSON-lines (``metrics.json``) and TensorBoard writers on the main process only."""
+def default_writers(
+    output_dir: str, max_iter: int, iters_per_epoch: int | None = None
+) -> list[EventWriter]:
+    """Console, JSON-lines (``metrics.json``) and TensorBoard writers on the main process only;
+    with `iters_per_epoch` the console and metrics.json show the epoch next to the iteration."""
     if not comm.is_main_process():
         return []
     return [
-        ConsoleWriter(max_iter),
-        JSONWriter(os.path.join(output_dir, "metrics.json")),
+        ConsoleWriter(max_iter, iters_per_epoch=iters_per_epoch),
+        JSONWriter(os.path.join(output_dir, "metrics.json"), iters_per_epoch=iters_per_epoch),
         TensorboardWriter(output_dir),
     ]
 

@@ -19,6 +19,7 @@ from torch import nn
 from pgtrain.checkpoint import Checkpointer, CheckpointReport
 from pgtrain.config import instantiate
 from pgtrain.engine.defaults import resolve_device
+from pgtrain.engine.run_length import RunLength, check_run_length, needs_epoch_length
 from pgtrain.errors import CheckpointError
 from pgtrain.param_groups import ParamGroups, format_param_group_table
 from pgtrain.solver import (
@@ -54,6 +55,8 @@ class Run:
         loader: the train loader, when it was asked for or needed for batch-size LR scaling.
         effective_batch: the batch one optimizer step sees, when the loader was built.
         lr_scaling: the batch-size LR scaling (``train.lr_scaling``), or None when it is off.
+        length: the run's length in iterations and epochs, when the loader was built; its values
+            are written into ``cfg.train`` (``max_iter``, ``iters_per_epoch``, periods).
         notes: lines about how the run was assembled (e.g. a command-line flag that replaced the
             config's grouping); they end the param-group table.
     """
@@ -68,6 +71,7 @@ class Run:
     loader: Any = None
     effective_batch: int | None = None
     lr_scaling: BatchSizeLRScaling | None = None
+    length: RunLength | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -107,6 +111,8 @@ def build_run(
     """
     cfg = copy.deepcopy(cfg)  # building binds the run's objects into the config: not the caller's
     train = cfg.get("train") or {}
+    if train.get("max_iter") is not None or train.get("epochs") is not None:
+        check_run_length(train)  # an inspection-only config may set neither
     device = resolve_device(train.get("device", "auto")) if device is None else device
     model = instantiate(cfg.model, "model").to(device)
     # Weights first, so a `fresh` rule knows which parameters the initial weights did not provide.
@@ -123,6 +129,7 @@ def build_run(
         resume=resume,
         min_fraction=train.get("init_checkpoint_min_fraction", 0.5),
         restore_state=False,
+        exclude=train.get("init_checkpoint_exclude") or (),
     )
     if weights.resumed:
         _check_resumable(weights)
@@ -133,10 +140,15 @@ def build_run(
     optimizer = build_optimizer(cfg.optimizer, model, groups=groups)
     scaling = train.get("lr_scaling") or {}
     reference, dynamic = scaling.get("reference_batch"), scaling.get("dynamic")
-    loader, batch = None, None
-    if with_loader or reference or dynamic:
+    loader, batch, length = None, None, None
+    if with_loader or reference or dynamic or needs_epoch_length(cfg):
         loader = instantiate(cfg.dataloader.train, "dataloader.train")
         batch = loader_effective_batch(loader, train.get("accumulation", 1))
+        # Epochs become iterations here, before anything (the schedule) reads the length.
+        length = RunLength.of(train, loader, batch)
+        length.apply(train)
+        if length.describe():
+            logger.info("Run length: %s", length.describe())
     scheduler = build_lr_scheduler(cfg.get("lr_scheduler"), optimizer)
     lr_scaling = None
     if reference or dynamic:
@@ -159,6 +171,7 @@ def build_run(
         loader,
         batch,
         lr_scaling,
+        length,
         list(notes),
     )
 

@@ -188,6 +188,8 @@ class LRMultiplier(LRScheduler):
             "max_iter": self.max_iter,
             "group_names": list(self.group_names),
             "base_lrs": [float(b) for b in self.base_lrs],
+            # What this schedule gives the next iteration, for a resume that changes the length.
+            "next_lrs": [float(lr) for lr in self.lrs_at(self.last_epoch)],
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -210,6 +212,7 @@ class LRMultiplier(LRScheduler):
                 saved_factor,
             )
         self._apply()
+        self._log_length_change(state_dict)
         saved = state_dict.get("group_names")
         if saved is not None and list(saved) != self.group_names:
             logger.info(
@@ -219,6 +222,30 @@ class LRMultiplier(LRScheduler):
                 self.group_names,
                 list(saved),
             )
+
+    def _log_length_change(self, state_dict: dict[str, Any]) -> None:
+        """Says when a resume trains for another length than the checkpoint's run, and what that
+        does to the next LR (positions given as fractions of max_iter move with it)."""
+        saved_max = state_dict.get("max_iter")
+        if not is_whole(saved_max) or saved_max == self.max_iter:
+            return
+        it = self.last_epoch
+        names, lrs = state_dict.get("group_names") or (), state_dict.get("next_lrs") or ()
+        theirs = dict(zip(names, lrs, strict=False))  # an older checkpoint has no next_lrs
+        ours = dict(zip(self.group_names, self.lrs_at(it), strict=True))
+        pairs = ", ".join(
+            f"{name} {theirs[name]:.4g} -> {lr:.4g}" for name, lr in ours.items() if name in theirs
+        )
+        logger.warning(
+            "Resumed at iteration %d with max_iter %d; the checkpoint's run had %d. Schedule "
+            "positions given as fractions (the default) move with the length%s. To keep "
+            "milestones and warmup where they were, give them in iterations (unit='iter') or "
+            "epochs (unit='epoch')",
+            it,
+            self.max_iter,
+            saved_max,
+            f": next LR, the checkpoint's schedule -> this run's: {pairs}" if pairs else "",
+        )
 
 
 def _reapply_after_optimizer_load(

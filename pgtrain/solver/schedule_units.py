@@ -28,21 +28,20 @@ class ScheduleUnits:
             raise ConfigError(f"unit={unit!r} is not one of {choices}{did_you_mean(unit, UNITS)}")
         self.unit = unit
         self.max_iter = None if max_iter is None else positive_int(max_iter, "max_iter")
+        # The shared schedule configs pass the run's epoch length always; it matters for epochs.
         self.iters_per_epoch = None
         if iters_per_epoch is not None:
             self.iters_per_epoch = positive_int(iters_per_epoch, "iters_per_epoch")
-            if unit != "epoch":
-                raise ConfigError(
-                    f"iters_per_epoch={iters_per_epoch} only applies to unit='epoch' but "
-                    f"unit={unit!r}; set unit='epoch' or drop iters_per_epoch"
-                )
         if unit != "fraction" and self.max_iter is None:
             raise ConfigError(
                 f"unit={unit!r} needs max_iter (e.g. max_iter='${{train.max_iter}}') to turn "
                 "positions into fractions of training"
             )
         if unit == "epoch" and self.iters_per_epoch is None:
-            raise ConfigError("unit='epoch' needs iters_per_epoch")
+            raise ConfigError(
+                "unit='epoch' needs iters_per_epoch (iters_per_epoch='${train.iters_per_epoch}', "
+                "which a run sets from its train dataset's length)"
+            )
 
     def fraction(self, value: Any, arg: str) -> float:
         """Returns `value` (in this unit) as a fraction of training; `arg` names it in errors."""

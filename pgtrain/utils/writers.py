@@ -50,7 +50,8 @@ class _SinceLastWrite:
 
 
 class JSONWriter(EventWriter):
-    """Appends one JSON object per write to `path`: ``{"iteration": 19, "total_loss": ...}``.
+    """Appends one JSON object per write to `path`: ``{"iteration": 19, "total_loss": ...}``,
+    with ``"epoch"`` (epochs done after that iteration, e.g. 2.5) when `iters_per_epoch` is given.
 
     Values recorded at different iterations since the last write (e.g. an evaluation) go in
     separate lines, each stamped with its own iteration. `start` keeps only the lines of earlier
@@ -58,8 +59,9 @@ class JSONWriter(EventWriter):
     checkpoint holds each iteration once, and a new run starts an empty file.
     """
 
-    def __init__(self, path: str, window: int = 20) -> None:
+    def __init__(self, path: str, window: int = 20, iters_per_epoch: int | None = None) -> None:
         self._path = path
+        self._iters_per_epoch = iters_per_epoch
         self._file: Any = None
         self._window = window
         self._since = _SinceLastWrite()
@@ -77,9 +79,7 @@ class JSONWriter(EventWriter):
         by_iter: dict[int, dict[str, Any]] = {}
         for name, (value, it) in self._since.new_items(storage, self._window).items():
             # Strict JSON has no NaN: an undefined metric (e.g. AP with no large objects) is null.
-            by_iter.setdefault(it, {"iteration": it})[name] = (
-                value if math.isfinite(value) else None
-            )
+            by_iter.setdefault(it, self._stamp(it))[name] = value if math.isfinite(value) else None
         try:
             for it in sorted(by_iter):
                 self._file.write(json.dumps(by_iter[it], sort_keys=False) + "\n")
@@ -89,6 +89,12 @@ class JSONWriter(EventWriter):
                 f"could not write {self._path} ({e.strerror or e}); check that the output folder "
                 "is writable and has free space"
             ) from e
+
+    def _stamp(self, it: int) -> dict[str, Any]:
+        """``{"iteration": it}``, and the epochs done after it when the epoch length is known."""
+        if not self._iters_per_epoch:
+            return {"iteration": it}
+        return {"iteration": it, "epoch": round((it + 1) / self._iters_per_epoch, 4)}
 
     def close(self) -> None:
         if self._file is not None:
@@ -129,8 +135,15 @@ class ConsoleWriter(EventWriter):
     lr backbone 1.00e-03 head 1.00e-02  time 0.051 data 0.002``.
     """
 
-    def __init__(self, max_iter: int, window: int = 20, bar_width: int = 20) -> None:
+    def __init__(
+        self,
+        max_iter: int,
+        window: int = 20,
+        bar_width: int = 20,
+        iters_per_epoch: int | None = None,
+    ) -> None:
         self._max_iter = max_iter
+        self._iters_per_epoch = iters_per_epoch
         self._window = window
         self._bar_width = bar_width
         self._start = time.perf_counter()
@@ -145,6 +158,8 @@ class ConsoleWriter(EventWriter):
             f"{k[3:]} {v:.2e}" for k, (v, i) in latest.items() if k.startswith("lr/") and i == it
         )
         parts = [f"iter {it + 1}/{self._max_iter}", self._bar(it + 1), f"eta {self._eta(storage)}"]
+        if self._iters_per_epoch:
+            parts.insert(1, f"epoch {(it + 1) / self._iters_per_epoch:.2f}")
         parts += [losses, f"lr {lrs}" if lrs else ""]
         if storage.has("time"):
             parts.append(f"time {storage.history('time').median(self._window):.4f}")

@@ -106,9 +106,12 @@ lr_scheduler = multistep
 lr_scheduler.schedule.warmup_length = 0.05
 
 train.output_dir = "./output/maskrcnn"
-train.max_iter = 1000
+# 450 iterations, 3 epochs of the 600 training images at batch 4 (the log says so), so that
+# `make train` on a fresh clone (virtualenv included) stays within 15 minutes on 2 cores at
+# 0.95 s/iteration; train.max_iter=null train.epochs=N trains by epochs instead.
+train.max_iter = 450
 train.device = "auto"
-train.checkpoint.period = 200
-train.eval_period = 400
+train.checkpoint.period = 150  # an epoch
+train.eval_period = 0  # at the end only
 train.log_period = 20
 train.clip_grad_norm = 10.0
