@@ -107,3 +107,45 @@ def test_the_main_readme_switches_optimizer_and_schedule_from_the_command_line(t
     optimizer, schedule = saved[0]["optimizer"], saved[1]["lr_scheduler"]["schedule"]
     assert optimizer["_target_"] == "torch.optim.AdamW" and "momentum" not in optimizer
     assert schedule["name"] == "cosine" and "milestones" not in schedule
+
+
+ALL_READMES = ["README.md", "projects/maskrcnn/README.md", "projects/vit/README.md"]
+
+
+def every_command(readme: str) -> list[list[str]]:
+    """Every command line of every bash block of `readme` that runs a script of this repo."""
+    with open(f"{ROOT}/{readme}") as f:
+        text = f.read()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            argv = shlex.split(line, comments=True)
+            scripts = [a for a in argv if a.endswith(".py") and not a.startswith("--")]
+            if argv and scripts and "--config" in argv and "FILE" not in argv:
+                commands.append(argv)
+    return commands
+
+
+@pytest.mark.parametrize("readme", ALL_READMES)
+def test_every_readme_command_names_a_script_a_config_and_overrides_that_exist(readme):
+    """The commands not run above (long trainings, a GPU cluster's) still load as written: the
+    script exists, the config loads, every override and grouping flag applies, and the run's
+    settings pass the checks train_net makes before it starts."""
+    import os
+
+    from pgtrain.config import LazyConfig
+    from pgtrain.engine import apply_grouping_arguments, check_run_config, default_argument_parser
+
+    commands = every_command(readme)
+    assert commands, readme
+    for argv in commands:
+        script = next(a for a in argv if a.endswith(".py"))
+        assert os.path.isfile(f"{ROOT}/{script}"), (readme, script)
+        rest = argv[argv.index("--config") :]
+        args, unknown = default_argument_parser().parse_known_intermixed_args(rest)
+        words = [*args.opts, *unknown]  # other tools' flags and their values land here too
+        opts = [w for w in words if w.startswith("~") or ("=" in w and not w.startswith("-"))]
+        cfg = LazyConfig.apply_overrides(LazyConfig.load(f"{ROOT}/{args.config}"), opts)
+        apply_grouping_arguments(cfg, args)
+        if script == "tools/train_net.py":
+            check_run_config(cfg)
