@@ -21,3 +21,27 @@ def train_toy(out_path: str, total_batch_size: int = 8, max_iter: int = 5) -> No
     if comm.is_main_process():
         losses = [v for v, _ in trainer.storage.history("total_loss").values()]
         torch.save({"model": model.state_dict(), "losses": torch.tensor(losses)}, out_path)
+
+
+def epoch_length_of_toy(out_path: str, overrides: list[str]) -> None:
+    """Builds the toy run (train.epochs set) and writes what rank 0 worked out for its length."""
+    import json
+
+    from pgtrain.config import LazyConfig
+    from pgtrain.engine import build_run
+
+    torch.set_num_threads(1)
+    cfg = LazyConfig.apply_overrides(LazyConfig.load("configs/quick/toy.py"), overrides)
+    run = build_run(cfg)
+    if comm.is_main_process():
+        length = run.length
+        with open(out_path, "w") as f:
+            json.dump(
+                {
+                    "per_process": run.loader.batch_sampler.batch_size,
+                    "batch": length.batch,
+                    "iters_per_epoch": length.iters_per_epoch,
+                    "max_iter": run.cfg.train.max_iter,
+                },
+                f,
+            )

@@ -156,3 +156,16 @@ def test_milestones_in_iterations_stay_where_they_were_on_a_longer_resume(tmp_pa
     lrs = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
     after = [r["lr/default"] for r in lrs if r["iteration"] >= 100 and "lr/default" in r]
     assert after and all(lr == pytest.approx(0.0005) for lr in after)
+
+
+def test_two_real_processes_count_the_same_epoch_as_one(tmp_path, monkeypatch):
+    from pgtrain.engine import launch
+    from tests.engine._train_targets import epoch_length_of_toy
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    overrides = ["train.max_iter=null", "train.epochs=2", "train.accumulation=2"]
+    launch(epoch_length_of_toy, 2, args=(str(tmp_path / "two.json"), overrides), backend="gloo")
+    two = json.loads((tmp_path / "two.json").read_text())
+    # 32 in total per micro-step (16 on each process) x 2 accumulation: 64 per optimizer step.
+    assert two == {"per_process": 16, "batch": 64, "iters_per_epoch": 32, "max_iter": 64}
