@@ -43,6 +43,9 @@ def shrunk(argv: list[str], tmp_path, tiny: list[str]) -> list[str]:
     args = [a.replace("./output/", f"{tmp_path}/") for a in argv[2:]]
     epochs = [a for a in args if a.startswith("train.epochs=")]
     scaled = [f"train.epochs={float(e.split('=')[1]) / 10:g}" for e in epochs]
+    if not any(a.startswith("train.output_dir=") for a in args):  # never the repo's ./output
+        config = args[args.index("--config") + 1]
+        args.append(f"train.output_dir={tmp_path}/{config.replace('/', '_')}")
     return [*args, *tiny, *scaled]
 
 
