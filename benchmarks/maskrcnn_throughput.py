@@ -1,6 +1,6 @@
 """Mask R-CNN training throughput: pgtrain's trainer vs. a bare torchvision-style loop.
 
-    .venv/bin/python benchmarks/maskrcnn_throughput.py [--iters 30] [--repeats 5]
+    .venv/bin/python benchmarks/maskrcnn_throughput.py [--iters 30] [--repeats 5] [--device cuda]
 
 Both loops train the main job's model (projects/maskrcnn/config.py: slim MobileNetV2-FPN Mask
 R-CNN, 256 px, batch 4) on the same shapes data with the same optimizer, alternating in one
@@ -48,16 +48,18 @@ def bare_loop(cfg, iters: int, warmup: int) -> float:
     model, loader, optimizer, scheduler = build(cfg)
     data = iter(loader)
     model.train()
+    device = next(model.parameters()).device
     for i in range(warmup + iters):
         if i == warmup:
+            _sync(device)
             start = time.perf_counter()
         batch = next(data)
-        images = [img.float().div(255) for img, _ in batch]
+        images = [img.to(device).float().div(255) for img, _ in batch]
         targets = [
             {
-                "boxes": t["boxes"].as_subclass(torch.Tensor),
-                "labels": t["labels"],
-                "masks": t["masks"].as_subclass(torch.Tensor),
+                "boxes": t["boxes"].as_subclass(torch.Tensor).to(device),
+                "labels": t["labels"].to(device),
+                "masks": t["masks"].as_subclass(torch.Tensor).to(device),
             }
             for _, t in batch
         ]
@@ -68,7 +70,13 @@ def bare_loop(cfg, iters: int, warmup: int) -> float:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_grad_norm)
         optimizer.step()
         scheduler.step()
+    _sync(device)
     return iters * loader.batch_sampler.batch_size / (time.perf_counter() - start)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":  # CUDA runs ahead of the host: time what finished
+        torch.cuda.synchronize(device)
 
 
 def trainer_loop(cfg, iters: int, warmup: int, out_dir: str) -> float:
@@ -96,6 +104,7 @@ def trainer_loop(cfg, iters: int, warmup: int, out_dir: str) -> float:
         ]
     )
     trainer.train(0, warmup + iters)
+    _sync(next(model.parameters()).device)
     return iters * loader.batch_sampler.batch_size / (time.perf_counter() - times[0])
 
 
@@ -104,10 +113,11 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args()
     logging.disable(logging.INFO)
     cfg = LazyConfig.load(os.path.join(ROOT, "projects", "maskrcnn", "config.py"))
-    cfg.train.device = "cpu"
+    cfg.train.device = args.device
     bare, ours, ratios = [], [], []
     for repeat in range(args.repeats):
         with tempfile.TemporaryDirectory() as out_dir:

@@ -13,6 +13,16 @@ if ROOT not in sys.path:
 torch.set_num_threads(1)  # tiny models: threads cost more than they give, and CI has 2 cores
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `cuda` skip without a GPU (PGTRAIN_GPU_TESTS_DEVICE=cpu dry-runs them)."""
+    if torch.cuda.is_available() or os.environ.get("PGTRAIN_GPU_TESTS_DEVICE") == "cpu":
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs these there)")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def toy_dataset():
     from pgtrain.data import ToyClassificationDataset

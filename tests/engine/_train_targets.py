@@ -45,3 +45,34 @@ def epoch_length_of_toy(out_path: str, overrides: list[str]) -> None:
                 },
                 f,
             )
+
+
+def count_gradient_syncs(out_path: str, accumulations: list[int], steps: int) -> None:
+    """Trains the toy MLP under DDP for `steps` steps at each gradient accumulation, counting the
+    gradient all-reduces DDP makes (a comm hook that counts, then averages like DDP's default)."""
+    import json
+
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    counts = {}
+    for accumulation in accumulations:
+        torch.manual_seed(0)
+        model = create_ddp_model(MLPClassifier(in_dim=8, hidden_dim=16, depth=2, num_classes=3))
+        calls = []
+
+        def counting_allreduce(state, bucket, calls=calls):
+            calls.append(1)
+            tensor = bucket.buffer().div_(dist.get_world_size())
+            work = dist.all_reduce(tensor, async_op=True)
+            return work.get_future().then(lambda fut: fut.value()[0])
+
+        model.register_comm_hook(None, counting_allreduce)
+        dataset = ToyClassificationDataset(num_samples=64, dim=8, num_classes=3, seed=0)
+        loader = build_train_loader(dataset, total_batch_size=8, seed=0)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        Trainer(model, loader, optimizer, accumulation=accumulation).train(0, steps)
+        counts[accumulation] = len(calls)
+    if comm.is_main_process():
+        with open(out_path, "w") as f:
+            json.dump(counts, f)

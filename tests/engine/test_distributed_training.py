@@ -20,3 +20,19 @@ def test_two_gloo_processes_match_one_process_with_the_same_global_batch(tmp_pat
     torch.manual_seed(0)
     initial = MLPClassifier(in_dim=8, hidden_dim=16, depth=2, num_classes=3).state_dict()
     assert not torch.allclose(a["model"]["head.weight"], initial["head.weight"])
+
+
+def test_accumulation_syncs_gradients_once_per_step_under_ddp(tmp_path, monkeypatch):
+    # DDP all-reduces gradients in every backward unless told not to (no_sync): with 4
+    # micro-batches per step the trainer must sync on the last one only.
+    import json
+
+    from tests.engine._train_targets import count_gradient_syncs
+
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    out = tmp_path / "syncs.json"
+    launch(count_gradient_syncs, 2, args=(str(out), [1, 4], 3), backend="gloo")
+    counts = json.loads(out.read_text())
+    assert counts["1"] >= 3  # a bucket or more per step
+    assert counts["4"] == counts["1"]  # not 4x: the micro-steps did not sync
