@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pgtrain.config import LazyConfig
+from tests._cli_batch import run_batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOY = "configs/quick/toy.py"
@@ -69,22 +70,36 @@ def test_toy_run_writes_every_output_and_resumes(tmp_path):
     assert torch.load(out / "model_final.pth", weights_only=True)["iteration"] == 59
 
 
-def test_missing_config_file_is_one_line_error(tmp_path):
-    line = one_line_error(train_net("--config", str(tmp_path / "nope.py")))
+@pytest.fixture(scope="module")
+def error_runs(tmp_path_factory):
+    """The one-line-error command lines below, run through train_net in one batch."""
+    tmp = tmp_path_factory.mktemp("errors")
+    cases = {
+        "missing config": ["--config", str(tmp / "nope.py")],
+        "unknown key": ["--config", TOY, "train.max_iters=3"],
+        "unknown name": [
+            "--config",
+            TOY,
+            f"train.output_dir={tmp / 'out'}",
+            "lr_scheduler.schedule.name=cosin",
+        ],
+    }
+    results = run_batch("tools/train_net.py", list(cases.values()), tmp)
+    return dict(zip(cases, results, strict=True))
+
+
+def test_missing_config_file_is_one_line_error(error_runs):
+    line = one_line_error(error_runs["missing config"])
     assert "config file not found" in line and "nope.py" in line
 
 
-def test_unknown_override_key_is_one_line_error(tmp_path):
-    line = one_line_error(train_net("--config", TOY, "train.max_iters=3"))
+def test_unknown_override_key_is_one_line_error(error_runs):
+    line = one_line_error(error_runs["unknown key"])
     assert "train has no key 'max_iters'; did you mean 'max_iter'?" in line
 
 
-def test_unknown_registry_name_is_one_line_error(tmp_path):
-    line = one_line_error(
-        train_net(
-            "--config", TOY, f"train.output_dir={tmp_path}", "lr_scheduler.schedule.name=cosin"
-        )
-    )
+def test_unknown_registry_name_is_one_line_error(error_runs):
+    line = one_line_error(error_runs["unknown name"])
     assert "lr_scheduler" in line and "No 'cosin' in LR_SCHEDULES; did you mean 'cosine'" in line
 
 
