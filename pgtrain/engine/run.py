@@ -19,7 +19,7 @@ from torch import nn
 from pgtrain.checkpoint import Checkpointer, CheckpointReport
 from pgtrain.config import instantiate
 from pgtrain.engine.defaults import resolve_device
-from pgtrain.engine.run_length import RunLength, check_run_length, needs_epoch_length
+from pgtrain.engine.run_length import RunLength, needs_epoch_length
 from pgtrain.errors import CheckpointError
 from pgtrain.param_groups import ParamGroups, format_param_group_table
 from pgtrain.solver import (
@@ -53,7 +53,6 @@ class Run:
         optimizer: the optimizer over `groups`.
         scheduler: the LR scheduler, or None when the config has none.
         loader: the train loader, when it was asked for or needed for batch-size LR scaling.
-        effective_batch: the batch one optimizer step sees, when the loader was built.
         lr_scaling: the batch-size LR scaling (``train.lr_scaling``), or None when it is off.
         length: the run's length in iterations and epochs, when the loader was built; its values
             are written into ``cfg.train`` (``max_iter``, ``iters_per_epoch``, periods).
@@ -69,10 +68,14 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: Any = None
     loader: Any = None
-    effective_batch: int | None = None
     lr_scaling: BatchSizeLRScaling | None = None
     length: RunLength | None = None
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def effective_batch(self) -> int | None:
+        """The batch one optimizer step sees, when the loader was built (from `length`)."""
+        return self.length.batch if self.length else None
 
     @property
     def fresh(self) -> list[str]:
@@ -111,8 +114,6 @@ def build_run(
     """
     cfg = copy.deepcopy(cfg)  # building binds the run's objects into the config: not the caller's
     train = cfg.get("train") or {}
-    if train.get("max_iter") is not None or train.get("epochs") is not None:
-        check_run_length(train)  # an inspection-only config may set neither
     device = resolve_device(train.get("device", "auto")) if device is None else device
     model = instantiate(cfg.model, "model").to(device)
     # Weights first, so a `fresh` rule knows which parameters the initial weights did not provide.
@@ -145,10 +146,10 @@ def build_run(
         loader = instantiate(cfg.dataloader.train, "dataloader.train")
         batch = loader_effective_batch(loader, train.get("accumulation", 1))
         # Epochs become iterations here, before anything (the schedule) reads the length.
-        length = RunLength.of(train, loader, batch)
+        length = RunLength.of(train, loader, batch)  # checks train.max_iter / train.epochs
         length.apply(train)
-        if length.describe():
-            logger.info("Run length: %s", length.describe())
+        if described := length.describe():
+            logger.info("Run length: %s", described)
     scheduler = build_lr_scheduler(cfg.get("lr_scheduler"), optimizer)
     lr_scaling = None
     if reference or dynamic:
@@ -169,7 +170,6 @@ def build_run(
         optimizer,
         scheduler,
         loader,
-        batch,
         lr_scaling,
         length,
         list(notes),
