@@ -31,7 +31,6 @@ from pgtrain.engine import (
     check_output_dir,
     check_run_config,
     collective_timeout,
-    create_ddp_model,
     default_argument_parser,
     default_setup,
     default_writers,
@@ -83,13 +82,13 @@ def build_hooks(cfg, run):
 def do_train(cfg, resume, notes=()):
     """Builds the run from `cfg` and trains; resumes from the last checkpoint if asked."""
     # The run the tools show too: weights (so `fresh` is known), groups, LR scaling, schedule.
-    run = build_run(cfg, resume=resume, with_loader=True, notes=list(notes))
+    run = build_run(cfg, resume=resume, with_loader=True, notes=list(notes), parallel=True)
     train = run.cfg.train
     save_config(cfg)  # only now: a run refused above leaves the previous config.yaml as it was
     logger.info("Parameter groups:\n%s", run.table())
     amp = {"precision": train.amp.precision} if train.amp.enabled else {}
     trainer = (AMPTrainer if train.amp.enabled else Trainer)(
-        create_ddp_model(run.model, **train.ddp),
+        run.train_model,  # DDP-wrapped or FSDP-sharded (train.strategy)
         run.loader,
         run.optimizer,
         accumulation=train.accumulation,

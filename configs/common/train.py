@@ -22,18 +22,27 @@ train = dict(
     amp=dict(enabled=False, precision="bf16"),  # bf16 on CPU or CUDA; fp16 (+ GradScaler) on CUDA
     accumulation=1,  # micro-batches per optimizer step
     clip_grad_norm=None,  # e.g. 1.0: clip gradients to this global L2 norm
-    checkpoint=dict(period=500, keep_last=3),
+    # format: "file" (one .pth, written by rank 0), "sharded" (a .dcp folder every process writes
+    # its shards into), "auto" (sharded under FSDP); either loads into any run.
+    checkpoint=dict(period=500, keep_last=3, format="auto"),
     eval_period=500,  # 0: evaluate only at the end
     log_period=20,
-    param_group_stats_period=100,
+    param_group_stats_period=100,  # per-group grad norm, weight norm, update ratio; 0: off
     # Trainable parameters that get no gradient in the first iteration (an unused branch):
     # "warn" lists them once, "error" stops the run, "off" does not check.
-    unused_params="warn",  # per-group grad norm, weight norm, update ratio; 0: off
+    unused_params="warn",
     # Batch-size LR scaling: the config's LRs are tuned for reference_batch; the run's effective
     # batch (per-process batch x processes x accumulation) scales them by rule ("linear" or
     # "sqrt"), once at start; dynamic=True also rescales whenever the batch size changes.
     lr_scaling=dict(reference_batch=None, rule="linear", dynamic=False),
+    # How the processes share the model: "ddp" replicates it (train.ddp options), "fsdp" shards
+    # parameters, gradients and optimizer state (FSDP2) with one unit per module train.fsdp.shard
+    # names (class names such as "Block", or globs of module names such as "backbone.blocks.*"),
+    # computing in param_dtype ("bf16", "fp16", null: the parameters' own) and reducing in
+    # reduce_dtype. The param groups are the same under both.
+    strategy="ddp",
     ddp=dict(find_unused_parameters=False, fp16_compression=False),
+    fsdp=dict(shard=[], reshard_after_forward=True, param_dtype=None, reduce_dtype=None),
     # Seconds a collective waits for the other ranks (None: 600 on gloo, 1800 on NCCL); a rank
     # silent for half of it (at most 60 s) is named in the log and the job exits (status 75).
     dist_timeout_s=None,

@@ -3,6 +3,7 @@
 import logging
 import os
 import re
+import shutil
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,12 @@ from pgtrain.checkpoint.model_state import (
 )
 from pgtrain.checkpoint.report import CheckpointReport
 from pgtrain.checkpoint.rng import capture_rng_states, restore_rng_states
+from pgtrain.checkpoint.sharded import (
+    SHARDED_SUFFIX,
+    is_sharded_checkpoint,
+    read_sharded,
+    save_sharded,
+)
 from pgtrain.errors import CheckpointError, ConfigError, PgtrainError
 from pgtrain.utils import comm
 from pgtrain.utils.checks import is_whole
@@ -39,6 +46,7 @@ _POINTER = "last_checkpoint"
 # Top-level keys the checkpointer writes itself; checkpointables and extras may not use them.
 _RESERVED = ("model", "rng", "fresh")
 _NUMBERED = re.compile(r"^(?P<prefix>.+)_(?P<iter>\d+)$")
+_SUFFIXES = (".pth", SHARDED_SUFFIX)
 
 
 class Checkpointer:
@@ -46,6 +54,9 @@ class Checkpointer:
 
     A file holds ``{"model": ..., <checkpointable name>: ..., "rng": ..., "fresh": [...],
     **extra}``, only tensors and plain values, so it loads with ``weights_only=True``.
+    ``sharded=True`` (FSDP runs) saves the same dict as a folder ``<name>.dcp`` that every process
+    writes its shards into (`pgtrain.checkpoint.sharded`); `load` reads either format into any
+    number of processes.
 
     Attributes:
         model: The model (unwrapped from DDP / DataParallel).
@@ -65,6 +76,7 @@ class Checkpointer:
         *,
         keep_last: int | None = None,
         save_to_disk: bool = True,
+        sharded: bool = False,
         **checkpointables: Any,
     ) -> None:
         """Creates a checkpointer.
@@ -74,7 +86,9 @@ class Checkpointer:
             save_dir: Where `save` writes; "" disables saving.
             keep_last: Keep only this many numbered checkpoints (``model_0000099.pth``); None
                 keeps all. ``model_final.pth`` is never deleted.
-            save_to_disk: False on non-main ranks: `save` does nothing there.
+            save_to_disk: False on non-main ranks: `save` does nothing there (or, sharded,
+                writes only this process's shards).
+            sharded: save sharded checkpoint folders; every process must call `save`.
             **checkpointables: Objects to save and restore, e.g. ``trainer=trainer``.
         """
         model = comm.unwrap_model(model)
@@ -86,6 +100,7 @@ class Checkpointer:
         self.save_dir = save_dir
         self.keep_last = keep_last
         self.save_to_disk = save_to_disk
+        self.sharded = sharded
         self.checkpointables: dict[str, Any] = {}
         for name, obj in checkpointables.items():
             self.register(name, obj)
@@ -110,20 +125,22 @@ class Checkpointer:
         self.checkpointables[name] = obj
 
     def save(self, name: str, **extra: Any) -> str | None:
-        """Writes ``save_dir/<name>.pth`` atomically and points ``last_checkpoint`` at it.
+        """Writes ``save_dir/<name>.pth`` (sharded: ``<name>.dcp/``) atomically and points
+        ``last_checkpoint`` at it.
 
         Args:
             name: File name without ``.pth``, e.g. ``model_0000099``.
             **extra: Plain values to store, e.g. ``iteration=99``.
 
         Returns:
-            The path written, or None when saving is disabled (no save_dir, or not main rank).
+            The path written, or None when saving is disabled (no save_dir, or not main rank
+            of a single-file save).
 
         Raises:
             CheckpointError: The model has NaN/Inf values (nothing is written), a state holds
                 objects other than tensors and plain values, or the file could not be written.
         """
-        if not self.save_dir or not self.save_to_disk:
+        if not self.save_dir or not (self.save_to_disk or self.sharded):
             return None
         if not name or os.path.basename(name) != name:
             raise CheckpointError(
@@ -133,15 +150,20 @@ class Checkpointer:
         if clash:
             raise CheckpointError(f"save(): extra keys {clash} clash with saved state; rename them")
         data = self._gather(name, extra)
-        if not self._cleaned_up:  # leftovers of a run that was killed while saving
+        if not self._cleaned_up and self.save_to_disk:  # leftovers of a run killed while saving
             self._cleaned_up = True
             for stale in remove_stale_temp_files(self.save_dir):
                 logger.info("Deleted %s, left by a save that was interrupted", stale)
-        basename = f"{name}.pth"
+        basename = f"{name}{SHARDED_SUFFIX if self.sharded else '.pth'}"
         path = self._join(basename)
         try:
             self.path_manager.mkdirs(self.save_dir)
-            write_atomically(self.path_manager, path, lambda f: torch.save(data, f))
+            if self.sharded:
+                save_sharded(data, path, writer=self.save_to_disk)
+                if not self.save_to_disk:
+                    return path
+            else:
+                write_atomically(self.path_manager, path, lambda f: torch.save(data, f))
             # The pointer moves only after the checkpoint is complete on disk.
             pointer = self._join(_POINTER)
             write_atomically(self.path_manager, pointer, lambda f: f.write(basename.encode()))
@@ -160,7 +182,7 @@ class Checkpointer:
     def _gather(self, name: str, extra: dict[str, Any]) -> dict[str, Any]:
         """Collects everything `save` writes, after checking it is finite and plain."""
         model_state = self.model.state_dict()
-        check_finite(model_state, name)
+        self._check_finite(model_state, name)
         data: dict[str, Any] = {"model": model_state}
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
@@ -168,16 +190,33 @@ class Checkpointer:
         data["fresh"] = list(self.fresh)
         data.update(extra)
         for key, value in data.items():
-            check_plain(value, key)
+            check_plain(value, key, sharded=self.sharded)
         return data
+
+    def _check_finite(self, model_state: dict[str, Any], name: str) -> None:
+        """`check_finite` on this process's values (its shards under FSDP); a sharded save
+        stops on every process when any of them found a NaN."""
+        local = {k: getattr(v, "_local_tensor", v) for k, v in model_state.items()}
+        try:
+            check_finite(local, name)
+            error = None
+        except CheckpointError as e:
+            error = e
+        if self.sharded and any(comm.all_gather(error is not None)):
+            raise error or CheckpointError(
+                f"Refusing to save checkpoint '{name}': another process's shard of the model has "
+                "NaN/Inf values (its log names the tensor); the previous checkpoints are kept"
+            )
+        if error is not None:
+            raise error
 
     def _prune(self, name: str) -> None:
         """Deletes the oldest numbered checkpoints sharing `name`'s prefix beyond `keep_last`."""
         match = _NUMBERED.match(name)
         if self.keep_last is None or match is None:
             return
-        pattern = re.compile(rf"^{re.escape(match['prefix'])}_(\d+)\.pth$")
-        just_written = f"{name}.pth"
+        pattern = re.compile(rf"^{re.escape(match['prefix'])}_(\d+)(\.pth|\{SHARDED_SUFFIX})$")
+        just_written = f"{name}{SHARDED_SUFFIX if self.sharded else '.pth'}"
         try:
             files = self.path_manager.ls(self.save_dir)
         except OSError as e:
@@ -187,7 +226,10 @@ class Checkpointer:
         others = [f for _, f in numbered if f != just_written]
         for stale in others[: max(0, len(others) - (self.keep_last - 1))]:
             try:
-                self.path_manager.rm(self._join(stale))
+                if stale.endswith(SHARDED_SUFFIX):
+                    shutil.rmtree(self._join(stale))
+                else:
+                    self.path_manager.rm(self._join(stale))
                 logger.info("Deleted old checkpoint %s (keep_last=%d)", stale, self.keep_last)
             except OSError as e:  # a failed cleanup must not stop training
                 logger.warning("Could not delete old checkpoint %s: %s", stale, e)
@@ -227,7 +269,11 @@ class Checkpointer:
             return CheckpointReport(path="")
         names = self._requested(checkpointables)
         logger.info("Loading checkpoint %s", path)
-        model_state, rest = split_checkpoint(read_checkpoint(self.path_manager, path), path)
+        if is_sharded_checkpoint(path):
+            data = read_sharded(path)
+        else:
+            data = read_checkpoint(self.path_manager, path)
+        model_state, rest = split_checkpoint(data, path)
         check_loadable_finite(model_state, path)
         if exact:
             check_exact_fit(self.model, model_state, path)
@@ -321,7 +367,7 @@ class Checkpointer:
             name = os.path.basename(raw.decode().strip())
         except UnicodeDecodeError:
             name = ""
-        if not name.endswith(".pth"):
+        if not name.endswith(_SUFFIXES):
             raise CheckpointError(
                 f"{pointer} does not name a checkpoint (it holds {raw[:40]!r}); write the name "
                 f"of a checkpoint in {self.save_dir} into it (e.g. model_final.pth), or delete it "

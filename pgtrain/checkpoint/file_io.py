@@ -3,6 +3,7 @@
 import contextlib
 import os
 import re
+import shutil
 from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from typing import Any
@@ -48,7 +49,8 @@ _PLAIN_SEQUENCES = (list, tuple, set)
 
 
 def remove_stale_temp_files(folder: str) -> list[str]:
-    """Deletes the temporary files that saves killed mid-write left in a local `folder`.
+    """Deletes the temporary files (and sharded checkpoints' temporary folders) that saves
+    killed mid-write left in a local `folder`.
 
     Call it only when no other process saves into `folder`, e.g. at the first save of a run.
 
@@ -59,8 +61,12 @@ def remove_stale_temp_files(folder: str) -> list[str]:
         return []
     stale = [name for name in os.listdir(folder) if _TEMP_FILE.match(name)]
     for name in stale:
+        path = os.path.join(folder, name)
         with contextlib.suppress(OSError):
-            os.remove(os.path.join(folder, name))
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
     return stale
 
 
@@ -125,8 +131,9 @@ def _local_copy(path_manager: PathManager, path: str) -> str:
         ) from e
 
 
-def check_plain(value: Any, where: str) -> None:
-    """Checks that `value` holds only tensors and plain Python values, recursively.
+def check_plain(value: Any, where: str, *, sharded: bool = False) -> None:
+    """Checks that `value` holds only tensors and plain Python values, recursively; `sharded`
+    (a sharded checkpoint, whose tensors DCP writes shard by shard) also accepts DTensors.
 
     Raises:
         CheckpointError: Naming the first key path (e.g. ``trainer.hooks.2.best``) whose value
@@ -135,14 +142,16 @@ def check_plain(value: Any, where: str) -> None:
     kind = type(value)
     if kind in (torch.Tensor, torch.nn.Parameter) or kind in _PLAIN_LEAVES:
         return
+    if sharded and kind.__name__ == "DTensor" and isinstance(value, torch.Tensor):
+        return
     if kind in _PLAIN_MAPPINGS:
         for key, item in value.items():
             check_plain(key, f"{where} (a key)")
-            check_plain(item, f"{where}.{key}")
+            check_plain(item, f"{where}.{key}", sharded=sharded)
         return
     if kind in _PLAIN_SEQUENCES:
         for i, item in enumerate(value):
-            check_plain(item, f"{where}.{i}")
+            check_plain(item, f"{where}.{i}", sharded=sharded)
         return
     raise CheckpointError(
         f"Cannot save checkpoint: '{where}' is a {kind.__module__}.{kind.__qualname__}; a "

@@ -17,6 +17,7 @@ from iopath.common.file_io import g_pathmgr
 from omegaconf import DictConfig
 
 from pgtrain.config import LazyCall, LazyConfig
+from pgtrain.engine.parallel import sharded_checkpoints
 from pgtrain.engine.run_length import check_run_length
 from pgtrain.errors import ConfigError, PgtrainError
 from pgtrain.param_groups import build_param_groups
@@ -126,7 +127,7 @@ def _describe_grouping(params: Any) -> str:
 
 _DEVICES = ("auto", "cpu", "cuda")
 # What a run writes into train.output_dir that another run must not overwrite or prune.
-_RUN_FILE = re.compile(r"^(last_checkpoint|.+\.pth)$")
+_RUN_FILE = re.compile(r"^(last_checkpoint|.+\.pth|.+\.dcp)$")
 
 
 def check_run_config(cfg: DictConfig) -> None:
@@ -147,6 +148,7 @@ def check_run_config(cfg: DictConfig) -> None:
             f"train.seed={seed!r} must be a whole number (a negative one, or null, draws one)"
         )
     check_run_length(train)
+    sharded_checkpoints(train)  # checks train.strategy and train.checkpoint.format
     log_period = train.get("log_period", 1)
     if not is_whole(log_period, at_least=1):
         raise ConfigError(f"train.log_period={log_period!r} must be a positive whole number")

@@ -4,6 +4,7 @@ import torch
 
 from pgtrain.engine.hook_base import HookBase
 from pgtrain.param_groups.names import param_group_names
+from pgtrain.utils import comm
 
 __all__ = ["ParamGroupStatsHook"]
 
@@ -66,4 +67,5 @@ def _norm(tensors: list[torch.Tensor]) -> float:
     if not tensors:
         return 0.0
     norms = torch._foreach_norm([t.detach().float() for t in tensors])
-    return float(torch.linalg.vector_norm(torch.stack(norms)))
+    # Under FSDP the tensors are shards (DTensors): the norm is reduced over the processes.
+    return comm.full_value(torch.linalg.vector_norm(torch.stack(norms)))

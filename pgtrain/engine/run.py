@@ -19,6 +19,7 @@ from torch import nn
 from pgtrain.checkpoint import Checkpointer, CheckpointReport
 from pgtrain.config import instantiate
 from pgtrain.engine.defaults import resolve_device
+from pgtrain.engine.parallel import parallelize, sharded_checkpoints
 from pgtrain.engine.run_length import RunLength, needs_epoch_length
 from pgtrain.errors import CheckpointError
 from pgtrain.param_groups import ParamGroups, format_param_group_table
@@ -43,7 +44,8 @@ class Run:
     Attributes:
         cfg: a copy of the config, with the run's objects bound in (the model in
             ``optimizer.params``, the optimizer in ``lr_scheduler``).
-        model: the model on its device, with its initial weights (or the resumed ones).
+        model: the model on its device, with its initial weights (or the resumed ones); under
+            FSDP it is sharded (its parameters are DTensors of the same names and shapes).
         checkpointer: the run's checkpointer (``train.output_dir``, ``train.checkpoint``), which
             loaded `weights`; register the trainer on it to save and resume training.
         weights: what loading the weights did (``weights.fresh``: the parameters they did not
@@ -58,6 +60,8 @@ class Run:
             are written into ``cfg.train`` (``max_iter``, ``iters_per_epoch``, periods).
         notes: lines about how the run was assembled (e.g. a command-line flag that replaced the
             config's grouping); they end the param-group table.
+        train_model: the module the trainer runs: `model` wrapped in DDP, or `model` itself
+            (sharded under FSDP, or built without ``parallel``).
     """
 
     cfg: DictConfig
@@ -71,6 +75,11 @@ class Run:
     lr_scaling: BatchSizeLRScaling | None = None
     length: RunLength | None = None
     notes: list[str] = field(default_factory=list)
+    train_model: nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        if self.train_model is None:
+            self.train_model = self.model
 
     @property
     def effective_batch(self) -> int | None:
@@ -97,6 +106,7 @@ def build_run(
     device: str | torch.device | None = None,
     with_loader: bool = False,
     notes: list[str] | tuple[str, ...] = (),
+    parallel: bool = False,
 ) -> Run:
     """Builds the model with its weights, the param groups, optimizer, LR scaling and scheduler.
 
@@ -108,6 +118,8 @@ def build_run(
         device: where the model goes; None: ``train.device``.
         with_loader: build the train loader even when LR scaling does not need it.
         notes: lines for the end of the param-group table.
+        parallel: apply ``train.strategy`` (DDP or FSDP) before the groups are built; the
+            module to train is ``run.train_model``. The groups are the same either way.
 
     Raises:
         PgtrainError: anything in the config that does not fit (named by its key).
@@ -124,6 +136,7 @@ def build_run(
         train.get("output_dir", ""),
         keep_last=(train.get("checkpoint") or {}).get("keep_last"),
         save_to_disk=comm.is_main_process(),
+        sharded=sharded_checkpoints(train),
     )
     weights = checkpointer.resume_or_load(
         train.get("init_checkpoint", ""),
@@ -134,6 +147,9 @@ def build_run(
     )
     if weights.resumed:
         _check_resumable(weights)
+    # After the weights (a checkpoint loads into the whole model), before the groups: FSDP
+    # replaces the parameters by sharded ones of the same names, which the optimizer must hold.
+    train_model = parallelize(model, train) if parallel else model
     # No initial weights at all (no checkpoint, nothing built pretrained): "fresh" is unknown,
     # and the builders say so next to any `fresh` rule.
     fresh = weights.fresh if weights.path or weights.fresh else None
@@ -173,6 +189,7 @@ def build_run(
         lr_scaling,
         length,
         list(notes),
+        train_model,
     )
 
 

@@ -33,10 +33,12 @@ class Trainer:
 
     The model returns a dict of scalar losses in training mode; their sum is minimised. One
     iteration is one optimizer step over `accumulation` micro-batches (their gradients add up,
-    each loss scaled by ``1 / accumulation``; under DDP only the last micro-batch all-reduces).
+    each loss scaled by ``1 / accumulation``; under DDP or FSDP only the last micro-batch
+    reduces gradients).
 
     Args:
-        model: the model, already on its device (and wrapped in DDP when distributed).
+        model: the model, already on its device (wrapped in DDP or sharded by FSDP when
+            distributed: ``Run.train_model``).
         data_loader: an iterable of batches; it is iterated forever. A loader built by
             `pgtrain.data.build_train_loader` resumes at the right sample.
         optimizer: a torch optimizer.
@@ -154,11 +156,18 @@ class Trainer:
         if self.clip_grad_norm is None:
             return
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        # Under FSDP the gradients are shards (DTensors): the norm is reduced over all of them.
         norm = torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
-        self.storage.put_scalar("grad_norm", norm.item())
+        self.storage.put_scalar("grad_norm", comm.full_value(norm))
 
     def _sync_context(self, sync: bool) -> contextlib.AbstractContextManager[Any]:
-        if not sync and hasattr(self.model, "no_sync"):
+        """Micro-batches but the last skip the gradient reduction (DDP's no_sync; FSDP's
+        requires_gradient_sync), so a step with accumulation communicates once."""
+        if sync:
+            return contextlib.nullcontext()
+        if hasattr(self.model, "set_requires_gradient_sync"):  # FSDP2
+            return _without_gradient_sync(self.model)
+        if hasattr(self.model, "no_sync"):
             return self.model.no_sync()
         return contextlib.nullcontext()
 
@@ -233,6 +242,15 @@ class Trainer:
             seen[name] = seen.get(name, 0) + 1
             keys.append((name if seen[name] == 1 else f"{name}#{seen[name]}", hook))
         return keys
+
+
+@contextlib.contextmanager
+def _without_gradient_sync(model: nn.Module) -> Iterator[None]:
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
 
 
 def _batch_len(batch: Any) -> int:

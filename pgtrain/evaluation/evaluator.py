@@ -2,11 +2,13 @@
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
+
+from pgtrain.utils import comm
 
 __all__ = ["DatasetEvaluator", "inference_on_dataset"]
 
@@ -37,19 +39,49 @@ def inference_on_dataset(
 ) -> dict[str, Any]:
     """Runs `model` in eval mode over `data_loader` and returns ``evaluator.evaluate()``.
 
-    The model's training mode is restored afterwards.
+    The model's training mode is restored afterwards. A model sharded by FSDP gathers its
+    parameters in every forward, with all processes together: a process whose share of the data
+    ended runs its last batch again (its outputs unused) until every process is done.
     """
     was_training = model.training
     model.eval()
     evaluator.reset()
     start = time.perf_counter()
     count = 0
+    # (batch, whether its outputs count)
+    batches = _lockstep(data_loader) if _sharded(model) else ((b, True) for b in data_loader)
     try:
         with torch.no_grad():
-            for inputs in data_loader:
-                evaluator.process(inputs, model(inputs))
-                count += 1
+            for inputs, real in batches:
+                outputs = model(inputs)
+                if real:
+                    evaluator.process(inputs, outputs)
+                    count += 1
     finally:
         model.train(was_training)
     logger.info("Inference on %d batches took %.2f s", count, time.perf_counter() - start)
     return evaluator.evaluate()
+
+
+def _sharded(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule) and comm.get_world_size() > 1
+
+
+def _lockstep(data_loader: Iterable[Any]) -> Iterator[tuple[Any, bool]]:
+    """Yields ``(batch, True)`` for each batch, then ``(last batch, False)`` while another
+    process still has batches (one small all-gather per batch)."""
+    batches = iter(data_loader)
+    last = None
+    while True:
+        batch = next(batches, None)
+        if not any(comm.all_gather(batch is not None)):
+            return
+        if batch is None:
+            if last is None:
+                raise RuntimeError("a process has no test data while others have some")
+            yield last, False
+        else:
+            last = batch
+            yield batch, True

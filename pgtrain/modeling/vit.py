@@ -108,7 +108,7 @@ class _Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-class _Block(nn.Module):
+class Block(nn.Module):
     """A pre-norm transformer block with stochastic depth on both residual branches."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, drop: float):
@@ -197,7 +197,7 @@ class VisionTransformer(nn.Module):
             self.register_buffer("pos_embed", table, persistent=False)
         rates = torch.linspace(0, drop_path_rate, depth).tolist()
         self.blocks = nn.ModuleList(
-            _Block(embed_dim, num_heads, mlp_ratio, qkv_bias, rate) for rate in rates
+            Block(embed_dim, num_heads, mlp_ratio, qkv_bias, rate) for rate in rates
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self._init_weights()

@@ -227,7 +227,11 @@ def _empty_state(optimizer: str | None) -> dict[str, Any]:
 
 
 def _cast(key: str, value: Any, param: torch.Tensor, group: Mapping[str, Any]) -> Any:
-    """Moves a state value next to its parameter, as ``Optimizer.load_state_dict`` does."""
+    """Moves a state value next to its parameter, as ``Optimizer.load_state_dict`` does.
+
+    A parameter sharded by FSDP (a DTensor) gets its shard of a whole saved tensor of its shape:
+    each process keeps its own slice, whichever number of processes saved it.
+    """
     if not isinstance(value, torch.Tensor):
         return value
     if key == "step":  # kept as saved (on CPU) unless the step runs on the device
@@ -235,8 +239,15 @@ def _cast(key: str, value: Any, param: torch.Tensor, group: Mapping[str, Any]) -
             return value.to(dtype=torch.float32, device=param.device)
         return value
     if param.is_floating_point() and value.is_floating_point():
-        return value.to(dtype=param.dtype, device=param.device)
-    return value.to(device=param.device)
+        value = value.to(dtype=param.dtype, device=param.device)
+    else:
+        value = value.to(device=param.device)
+    placements = getattr(param, "placements", None)
+    if placements is not None and not hasattr(value, "placements") and value.shape == param.shape:
+        from torch.distributed.tensor import distribute_tensor
+
+        value = distribute_tensor(value, param.device_mesh, placements, src_data_rank=None)
+    return value
 
 
 def _plain_or_none(value: Any) -> Any:

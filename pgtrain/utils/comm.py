@@ -27,6 +27,7 @@ __all__ = [
     "create_local_process_group",
     "get_local_process_group",
     "unwrap_model",
+    "full_value",
 ]
 
 # The process group of this machine's processes, set by `create_local_process_group` (which
@@ -38,6 +39,14 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
     """The model inside a DistributedDataParallel / DataParallel wrapper, or `model` itself."""
     wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
     return model.module if isinstance(model, wrappers) else model
+
+
+def full_value(value: torch.Tensor | float) -> float:
+    """The float of a one-element tensor; a DTensor (a sharded result, e.g. a gradient norm
+    under FSDP) is reduced over its processes first, so every rank gets the same value."""
+    if isinstance(value, torch.Tensor) and hasattr(value, "full_tensor"):
+        value = value.full_tensor()
+    return float(value)
 
 
 def _is_distributed() -> bool:

@@ -78,5 +78,7 @@ train.output_dir = "./output/vit_digits"
 train.max_iter = 300
 train.device = "auto"
 train.checkpoint.period = 100
+# Under train.strategy=fsdp (--num-processes 2 or more) each transformer block is one FSDP unit.
+train.fsdp.shard = ["Block"]
 train.eval_period = 100
 train.log_period = 20

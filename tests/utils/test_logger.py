@@ -6,26 +6,15 @@ import re
 
 import pytest
 
-from pgtrain.utils import logger as logger_module
 from pgtrain.utils.logger import setup_logger
-
-CONFIGURED = ("pgtrain", "fvcore")
+from tests._loggers import loggers_restored
 
 
 @pytest.fixture(autouse=True)
 def _restore_loggers():
     """Puts the loggers back as they were, so other tests (caplog) see pgtrain's records."""
-    saved = {}
-    for name in CONFIGURED:
-        lg = logging.getLogger(name)
-        saved[name] = (list(lg.handlers), lg.level, lg.propagate)
-    yield
-    for name, (handlers, level, propagate) in saved.items():
-        lg = logging.getLogger(name)
-        lg.handlers[:] = handlers
-        lg.setLevel(level)
-        lg.propagate = propagate
-    logger_module._close_unused_handlers()  # closes the log files the test opened
+    with loggers_restored():
+        yield
 
 
 def test_rank0_console_short_format_and_full_file(tmp_path, capsys):
