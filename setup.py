@@ -25,5 +25,9 @@ setup(
         "scikit-learn",  # its bundled 8x8 digits are the ViT project's offline dataset
     ],
     # timm: test-only, for the layer-decay parity tests against timm's own grouping
-    extras_require={"dev": ["pytest", "ruff", "timm"]},
+    extras_require={
+        # tools/submit.py: Slurm (and submitit's local executor) with requeue on preemption
+        "slurm": ["submitit==1.5.4"],
+        "dev": ["pytest", "ruff", "timm", "submitit==1.5.4"],
+    },
 )

@@ -116,9 +116,10 @@ def main(cfg, args):
     do_train(cfg, args.resume, getattr(args, "grouping_notes", ()))
 
 
-def cli():
-    """Parses the command line, loads the config (errors surface before processes start)."""
-    args = default_argument_parser().parse_intermixed_args()
+def cli(argv=None):
+    """Parses the command line (`argv`, default ``sys.argv[1:]``), loads the config (errors
+    surface before processes start) and launches the run."""
+    args = default_argument_parser().parse_intermixed_args(argv)
     with user_errors_exit():
         cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config), args.opts)
         args.grouping_notes = apply_grouping_arguments(cfg, args)

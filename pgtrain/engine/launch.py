@@ -282,9 +282,10 @@ def _launch_from_environment(
             "launch(num_gpus_per_machine=%d, num_machines=%d)",
             local_size, world_size // local_size, num_gpus_per_machine, num_machines,
         )  # fmt: skip
-    if world_size == 1:
+    if world_size == 1 and "MASTER_ADDR" not in os.environ:  # no rendezvous given: no group
         main_func(*args)
         return
+    # A group even of one process (torchrun --nproc-per-node 1): FSDP on one GPU shards in it.
     backend = _resolve_backend(backend, local_size)
     device_id = None
     if backend == "nccl":

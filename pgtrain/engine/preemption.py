@@ -1,10 +1,11 @@
-"""Preemption and stalls: stop cleanly on SIGTERM / SIGUSR1, and never hang silently.
+"""Preemption and stalls: stop cleanly on SIGTERM / SIGUSR1 / SIGUSR2, and never hang silently.
 
-Slurm and Kubernetes send SIGTERM (Slurm's ``--signal`` often SIGUSR1) some time before killing
-a job. `StopSignal` records the signal; the trainer finishes the current step, every rank agrees
-to stop at the same iteration, the checkpointer saves, and the process exits with status
-``128 + signal`` (143 for SIGTERM), so a scheduler or a wrapper script can tell a preemption
-from a failure and requeue with ``--resume``.
+Slurm and Kubernetes send SIGTERM (Slurm's ``--signal`` often SIGUSR1, submitit's jobs SIGUSR2)
+some time before killing a job. `StopSignal` records the signal; the trainer finishes the current
+step, every rank agrees to stop at the same iteration, the checkpointer saves, and the process
+exits with status ``128 + signal`` (143 for SIGTERM), so a scheduler or a wrapper script can tell
+a preemption from a failure and requeue with ``--resume`` (tools/submit.py's jobs requeue
+themselves on SIGUSR2: `pgtrain.engine.slurm`).
 
 `StallWatchdog` runs a thread per rank that writes a heartbeat into the process group's store
 and reads the others'; a rank whose heartbeat stops (a frozen process or machine) is named in
@@ -33,7 +34,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+# SIGUSR2 is the signal submitit's jobs get before their time limit (tools/submit.py requeues).
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 # EX_TEMPFAIL: the job may succeed if run again (after the frozen machine is replaced).
 STALL_EXIT_CODE = 75
 

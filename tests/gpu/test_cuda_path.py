@@ -24,9 +24,10 @@ pytestmark = [pytest.mark.cuda, pytest.mark.slow]
 needs_real_cuda = pytest.mark.skipif(DEVICE != "cuda", reason="needs CUDA itself (not a dry run)")
 
 
-def train_net(*args):
+def train_net(*args, env=None):
     cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), *args]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    env = {**os.environ, **(env or {})}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-4000:]
     return proc
 
@@ -157,3 +158,40 @@ def test_train_net_with_num_gpus_runs_on_the_gpu(tmp_path):
     proc = train_net("--num-gpus", "1", *toy_args(out, "train.max_iter=10"))
     assert "Rank 0 of 1" in proc.stdout
     assert len(losses(out)) == 2
+
+
+def test_fsdp_on_one_gpu_computes_in_bf16_and_saves_a_sharded_checkpoint(tmp_path):
+    # torchrun's variables for one process: a process group of one, so FSDP shards (over one
+    # rank) and its mixed precision applies, as `torchrun --nproc-per-node 1` would run it.
+    import socket
+
+    from pgtrain.checkpoint.sharded import read_sharded
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    one_rank = dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
+    one_rank.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    out = tmp_path / "fsdp"
+    proc = train_net(
+        *(["--num-gpus", "1"] if DEVICE == "cuda" else []),
+        "--config",
+        "projects/vit/config.py",
+        "model.backbone.depth=2",
+        "train.strategy=fsdp",
+        "train.fsdp.param_dtype=bf16",
+        f"train.device={DEVICE}",
+        f"train.output_dir={out}",
+        "train.max_iter=6",
+        "train.checkpoint.period=3",
+        "train.eval_period=0",
+        "train.log_period=3",
+        env=one_rank,
+    )
+    assert "FSDP: 2 units (Block) and the root, over 1 processes" in proc.stdout
+    seen = losses(out)
+    assert len(seen) == 2 and all(torch.isfinite(torch.tensor(seen)))
+    saved = read_sharded(str(out / "model_final.dcp"))  # on the CPU, without a process group
+    weight = saved["model"]["backbone.blocks.0.attn.qkv.weight"]
+    assert weight.device.type == "cpu" and weight.dtype == torch.float32  # bf16 only computes
+    assert saved["trainer"]["iteration"] == 5

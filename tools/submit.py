@@ -1,0 +1,182 @@
+#!/usr/bin/env python
+"""Submit a training run to Slurm (or run it with submitit's local executor) with submitit.
+
+    python tools/submit.py --config projects/vit/config.py --nodes 2 --gpus-per-node 8 \\
+        --partition gpu --account myproject --time 1440 --job-name vit-ft train.strategy=fsdp
+    python tools/submit.py --config configs/quick/toy.py --cluster local --tasks-per-node 2 --wait
+
+Each task of the job is one rank (one per GPU; ``--tasks-per-node`` CPU processes without GPUs)
+and runs `tools/train_net.py` with the rendezvous from Slurm's environment (NCCL on GPUs, gloo on
+CPUs). The job always continues its output folder (``--resume``), so when Slurm signals it before
+the time limit or a preemption (submitit's SIGUSR2), every rank stops after the same step, the
+checkpoint is saved, and the job requeues itself and resumes there. A new run in a folder that
+holds another run is refused here, before anything is submitted, as train_net refuses it; pass
+``--resume`` to continue that run. submitit's logs go to ``--folder`` (default
+``<train.output_dir>/submitit``).
+"""
+
+import argparse
+import os
+import sys
+import time
+
+from pgtrain.config import LazyConfig
+from pgtrain.engine import check_output_dir, check_run_config, user_errors_exit
+from pgtrain.engine.slurm import requeue_after_stop, set_rendezvous_from_job
+from pgtrain.errors import ConfigError
+
+TOOLS = os.path.dirname(os.path.abspath(__file__))
+
+
+class TrainingJob:
+    """What every task of the job runs: train_net's command line as one rank of the job.
+
+    submitit pickles it into the job's folder; `checkpoint` is what submitit requeues (the same
+    job: it resumes from the output folder's last checkpoint).
+    """
+
+    def __init__(self, train_net_args: list[str]) -> None:
+        self.train_net_args = list(train_net_args)
+
+    def __call__(self) -> None:
+        started = time.time()
+        set_rendezvous_from_job()
+        sys.path.insert(0, TOOLS)
+        import train_net
+
+        try:
+            train_net.cli(self.train_net_args)
+        except SystemExit as e:
+            requeue_after_stop(e.code, started)
+            raise
+
+    def checkpoint(self, *args, **kwargs):
+        """Called by submitit on rank 0 before it requeues: the same job, which resumes."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(TrainingJob(self.train_net_args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", required=True, metavar="FILE", help="a .py or .yaml config")
+    parser.add_argument("--resume", action="store_true", help="continue the run in output_dir")
+    parser.add_argument("--nodes", type=int, default=1, help="machines")
+    parser.add_argument(
+        "--gpus-per-node", type=int, default=0, help="GPUs per machine, one task each (0: CPU)"
+    )
+    parser.add_argument(
+        "--tasks-per-node", type=int, default=None, help="processes per machine without GPUs"
+    )
+    parser.add_argument("--cpus-per-task", type=int, default=None)
+    parser.add_argument("--mem-gb", type=float, default=None, help="memory per machine")
+    parser.add_argument("--partition", default=None, help="Slurm partition")
+    parser.add_argument("--account", default=None, help="Slurm account")
+    parser.add_argument("--time", type=int, default=60, metavar="MINUTES", help="time limit")
+    parser.add_argument("--job-name", default=None, help="default: the config file's name")
+    parser.add_argument("--folder", default=None, help="submitit's logs and pickles")
+    parser.add_argument(
+        "--cluster",
+        default=None,
+        choices=["slurm", "local", "debug"],
+        help="default: Slurm where sbatch exists, else local",
+    )
+    parser.add_argument(
+        "--signal-delay-s",
+        type=int,
+        default=120,
+        help="seconds before the time limit that the job is signalled to save and requeue",
+    )
+    parser.add_argument(
+        "--max-requeues", type=int, default=3, help="time-limit requeues before the job gives up"
+    )
+    parser.add_argument("--wait", action="store_true", help="wait for the job and show its end")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: key=value")
+    return parser
+
+
+def submit(args: argparse.Namespace):
+    """Checks the config and the output folder, submits the job; returns the submitit job."""
+
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config), args.opts)
+    check_run_config(cfg)
+    output_dir = cfg.train.output_dir
+    check_output_dir(output_dir, resume=args.resume, overwrite=cfg.train.get("overwrite"))
+    tasks = args.gpus_per_node or args.tasks_per_node or 1
+    if args.gpus_per_node and args.tasks_per_node not in (None, args.gpus_per_node):
+        raise ConfigError(
+            f"--tasks-per-node {args.tasks_per_node} with --gpus-per-node {args.gpus_per_node}: "
+            "a run has one task per GPU; leave --tasks-per-node out"
+        )
+    count = ["--num-gpus" if args.gpus_per_node else "--num-processes", str(tasks)]
+    train_net_args = [
+        "--config",
+        args.config,
+        *count,
+        "--num-machines",
+        str(args.nodes),
+        "--resume",  # a requeued job continues; a new run's folder was checked above
+        *args.opts,
+    ]
+    folder = args.folder or os.path.join(output_dir, "submitit")
+    executor = _executor(args, folder)
+    executor.update_parameters(
+        name=args.job_name or os.path.splitext(os.path.basename(args.config))[0],
+        nodes=args.nodes,
+        tasks_per_node=tasks,
+        gpus_per_node=args.gpus_per_node,
+        cpus_per_task=args.cpus_per_task,
+        mem_gb=args.mem_gb,
+        timeout_min=args.time,
+        slurm_partition=args.partition,
+        slurm_account=args.account,
+        slurm_signal_delay_s=args.signal_delay_s,
+    )
+    return executor.submit(TrainingJob(train_net_args))
+
+
+def _executor(args: argparse.Namespace, folder: str):
+    """submitit's executor for `args.cluster` (Slurm where it is found, else local), whose
+    parameters take the shared names (nodes, tasks_per_node, ...) and slurm_* ones."""
+    import submitit
+
+    if args.cluster == "local":  # its signal delay is not reachable through AutoExecutor
+        executor = submitit.LocalExecutor(folder, max_num_timeout=args.max_requeues)
+        executor.update_parameters(signal_delay_s=args.signal_delay_s)
+        return _SharedNames(executor)
+    return submitit.AutoExecutor(
+        folder=folder, cluster=args.cluster, slurm_max_num_timeout=args.max_requeues
+    )
+
+
+class _SharedNames:
+    """The local executor behind AutoExecutor's parameter names (slurm_* ones are dropped)."""
+
+    def __init__(self, executor) -> None:
+        self._executor = executor
+
+    def update_parameters(self, **kwargs) -> None:
+        keep = {"timeout_min", "tasks_per_node", "gpus_per_node"}
+        self._executor.update_parameters(
+            **{k: v for k, v in kwargs.items() if k in keep and v is not None}
+        )
+
+    def submit(self, fn, *args, **kwargs):
+        return self._executor.submit(fn, *args, **kwargs)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    with user_errors_exit():
+        job = submit(args)
+        print(f"Submitted job {job.job_id}; logs: {job.paths.stdout} (rank 0)")
+        if args.wait:
+            job.wait()
+            print(f"Job {job.job_id} ended: {job.state}")
+        return job
+
+
+if __name__ == "__main__":
+    main()
