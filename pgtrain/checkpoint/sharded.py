@@ -31,12 +31,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
 from iopath.common.file_io import PathManager
-from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
-from torch.distributed.checkpoint.api import CheckpointException
-from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
-from torch.distributed.checkpoint.metadata import Metadata, StorageMeta, TensorStorageMetadata
 
 from pgtrain.checkpoint.file_io import read_checkpoint
 from pgtrain.errors import CheckpointError
@@ -127,6 +122,12 @@ def save_sharded(data: Mapping[str, Any], path: str, *, writer: bool) -> None:
         CheckpointError: any process failed to write (on every process, so none waits for it);
             the folder's previous version, if any, is intact.
     """
+    # Imported here: torch.distributed.checkpoint takes over a second to import, which every
+    # tool would pay at start for a format most runs do not use.
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+    from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
+
     distributed = dist.is_available() and dist.is_initialized()
     folder, name = os.path.split(os.path.abspath(path))
     temp = _shared_temp_name(folder, name, distributed)
@@ -136,7 +137,7 @@ def save_sharded(data: Mapping[str, Any], path: str, *, writer: bool) -> None:
         with _single_process_is_meant():
             dcp.save(
                 tensors,
-                storage_writer=FileSystemWriter(temp),
+                storage_writer=dcp.FileSystemWriter(temp),
                 planner=DefaultSavePlanner(dedup_save_to_lowest_rank=True),
                 no_dist=not distributed,
             )
@@ -171,6 +172,10 @@ def read_sharded(path: str) -> dict[str, Any]:
         CheckpointError: the folder is missing, incomplete, or holds something that is not
             tensors and plain values.
     """
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
     state_file = os.path.join(path, STATE_FILE)
     if not os.path.isdir(path):
         raise CheckpointError(f"Sharded checkpoint {path} does not exist; check the path")
@@ -180,7 +185,7 @@ def read_sharded(path: str) -> dict[str, Any]:
             "checkpoint of the run"
         )
     skeleton = read_checkpoint(PathManager(), state_file)
-    reader = _SafeReader(path)
+    reader = _safe_reader(path)
     try:
         metadata = reader.read_metadata()
     except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError) as e:
@@ -227,7 +232,7 @@ def _single_process_is_meant() -> Iterator[None]:
 def _reason(error: BaseException) -> str:
     """The first line of what went wrong; for DCP's collected failures, the first rank's."""
     failures = getattr(error, "failures", None)
-    if isinstance(error, CheckpointException) and failures:
+    if isinstance(failures, Mapping) and failures:  # a CheckpointException: rank -> error
         error = next(iter(failures.values()))
     lines = [line for line in str(error).splitlines() if line.strip()]
     return f"{type(error).__name__}: {lines[0][:200] if lines else ''}"
@@ -251,18 +256,24 @@ def _referenced_keys(skeleton: Any) -> list[str]:
     return keys
 
 
-class _SafeReader(FileSystemReader):
-    """DCP's file reader, with a metadata unpickler that builds only DCP's metadata records."""
+def _safe_reader(path: str) -> Any:
+    """DCP's file reader for `path`, with a metadata unpickler that builds only DCP's metadata
+    records."""
+    from torch.distributed.checkpoint import FileSystemReader
+    from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
-    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
-        with open(os.path.join(self.path, ".metadata"), "rb") as f:
-            metadata = _MetadataUnpickler(io.BytesIO(f.read())).load()
-        if not isinstance(metadata, Metadata):
-            raise pickle.UnpicklingError("the metadata file does not hold DCP metadata")
-        if getattr(metadata, "storage_meta", None) is None:
-            metadata.storage_meta = StorageMeta()
-        metadata.storage_meta.load_id = self.load_id
-        return metadata
+    class SafeReader(FileSystemReader):
+        def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+            with open(os.path.join(self.path, ".metadata"), "rb") as f:
+                metadata = _MetadataUnpickler(io.BytesIO(f.read())).load()
+            if not isinstance(metadata, Metadata):
+                raise pickle.UnpicklingError("the metadata file does not hold DCP metadata")
+            if getattr(metadata, "storage_meta", None) is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+            return metadata
+
+    return SafeReader(path)
 
 
 class _MetadataUnpickler(pickle.Unpickler):
