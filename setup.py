@@ -28,6 +28,8 @@ setup(
     extras_require={
         # tools/submit.py: Slurm (and submitit's local executor) with requeue on preemption
         "slurm": ["submitit==1.5.4"],
-        "dev": ["pytest", "ruff", "timm", "submitit==1.5.4"],
+        # schedule-free AdamW / SGD (the trainer switches their train / eval modes)
+        "schedulefree": ["schedulefree==1.4.1"],
+        "dev": ["pytest", "ruff", "timm", "submitit==1.5.4", "schedulefree==1.4.1"],
     },
 )

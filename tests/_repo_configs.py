@@ -53,3 +53,43 @@ def tiny_overrides(cfg: DictConfig, tmp_path) -> list[str]:
     if cfg.get("train", {}).get("init_checkpoint"):  # a fine-tuning config's earlier stage
         opts.append("train.init_checkpoint=")
     return opts
+
+
+# A schedule in iterations: a run of 10 iterations and its resume to 20 follow one schedule, so
+# their weights can be compared with an unbroken run of 20 (fractions would move the milestones).
+FIXED_SCHEDULE = [
+    "lr_scheduler.schedule.unit=iter",
+    "lr_scheduler.schedule.milestones=[15]",
+    "lr_scheduler.schedule.warmup_length=0",
+]
+
+
+def toy_run(output_dir, *overrides: str) -> DictConfig:
+    """The toy config with a fixed schedule, evaluating and saving every 10 iterations."""
+    return LazyConfig.apply_overrides(
+        LazyConfig.load(TOY),
+        [
+            *FIXED_SCHEDULE,
+            "train.eval_period=10",
+            "train.checkpoint.period=10",
+            "train.log_period=5",
+            f"train.output_dir={output_dir}",
+            *overrides,
+        ],
+    )
+
+
+def whole_and_resumed(train_net, tmp_path, *overrides: str):
+    """Trains the toy run for 20 iterations unbroken, and for 10 then resumed to 20; returns the
+    two final checkpoints."""
+    import torch
+
+    for name in ("whole", "halves"):
+        (tmp_path / name).mkdir()
+    torch.manual_seed(0)  # the same initial weights (train_net's setup would seed)
+    train_net.do_train(toy_run(tmp_path / "whole", *overrides, "train.max_iter=20"), resume=False)
+    torch.manual_seed(0)
+    train_net.do_train(toy_run(tmp_path / "halves", *overrides, "train.max_iter=10"), resume=False)
+    train_net.do_train(toy_run(tmp_path / "halves", *overrides, "train.max_iter=20"), resume=True)
+    load = lambda name: torch.load(tmp_path / name / "model_final.pth", weights_only=True)  # noqa: E731
+    return load("whole"), load("halves")

@@ -17,6 +17,7 @@ from pgtrain.config import LazyConfig, instantiate
 from pgtrain.engine import (
     AMPTrainer,
     BatchSizeLRScalingHook,
+    EMAHook,
     EvalHook,
     IterationTimer,
     LRSchedulerHook,
@@ -58,9 +59,22 @@ def do_test(cfg, model):
     return results
 
 
+def evaluate(cfg, model, ema=None, which="model"):
+    """Evaluates the model, the EMA of its weights (metrics under ``ema/``), or both."""
+    results = {}
+    if which in ("model", "both") or ema is None:
+        results.update(do_test(cfg, model))
+    if ema is not None and which in ("ema", "both"):
+        results.update({f"ema/{k}": v for k, v in do_test(cfg, ema.model).items()})
+    return results
+
+
 def build_hooks(cfg, run):
     """The default hooks, in the order they run (the comments say why)."""
     train = run.cfg.train  # the run's: lengths and periods in iterations (epochs resolved)
+    ema_cfg = dict(train.get("ema") or {})
+    ema = EMAHook(**{k: v for k, v in ema_cfg.items() if k not in ("enabled", "evaluate")})
+    ema = ema if ema_cfg.get("enabled") else None
     return [
         IterationTimer(),
         NonFiniteLossGuard(),  # after_backward: stops before the optimizer steps on a NaN loss
@@ -69,9 +83,13 @@ def build_hooks(cfg, run):
         LRSchedulerHook(run.scheduler),  # records the LRs this step used, then steps the schedule
         # Rescales LRs for the next step when the batch size changed (after the schedule step).
         BatchSizeLRScalingHook(run.lr_scaling) if train.lr_scaling.dynamic else None,
+        ema,  # averages the weights of the step that just ended
         # Saves after the scheduler stepped: the saved state is that of the next iteration.
         PeriodicCheckpointer(run.checkpointer, train.checkpoint.period, max_iter=train.max_iter),
-        EvalHook(train.eval_period, functools.partial(do_test, cfg, run.model)),
+        EvalHook(
+            train.eval_period,
+            functools.partial(evaluate, cfg, run.model, ema, ema_cfg.get("evaluate", "both")),
+        ),
         PeriodicWriter(
             default_writers(train.output_dir, train.max_iter, train.iters_per_epoch),
             train.log_period,

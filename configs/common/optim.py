@@ -9,6 +9,7 @@ import torch
 
 from pgtrain.config import LazyCall as L
 from pgtrain.param_groups import build_param_groups
+from pgtrain.solver import MuonAdamW as _MuonAdamW
 
 SGD = L(torch.optim.SGD)(
     params=L(build_param_groups)(builder="default", lr="${..lr}", weight_decay="${..weight_decay}"),
@@ -22,4 +23,16 @@ AdamW = L(torch.optim.AdamW)(
     lr=1e-4,
     betas=(0.9, 0.999),
     weight_decay=0.1,
+)
+
+# Muon for hidden matrices and conv filters, AdamW for embeddings, output layers, the stem and
+# 1-D parameters (the `muon` builder routes each and says why). With Moonlight's LR adjustment
+# (match_rms_adamw) one LR suits both parts.
+MuonAdamW = L(_MuonAdamW)(
+    params=L(build_param_groups)(builder="muon", lr="${..lr}", weight_decay="${..weight_decay}"),
+    lr=1e-3,
+    weight_decay=0.1,
+    momentum=0.95,
+    adjust_lr_fn="match_rms_adamw",
+    betas=(0.9, 0.95),
 )

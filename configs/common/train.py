@@ -35,6 +35,18 @@ train = dict(
     # batch (per-process batch x processes x accumulation) scales them by rule ("linear" or
     # "sqrt"), once at start; dynamic=True also rescales whenever the batch size changes.
     lr_scaling=dict(reference_batch=None, rule="linear", dynamic=False),
+    # An exponential moving average of the weights (updated every `period` steps, the decay
+    # warming up to `decay`; buffers "average" or "copy"; device None: the model's), saved in
+    # the checkpoints; evaluate "model", "ema" (metrics under ema/) or "both".
+    ema=dict(
+        enabled=False,
+        decay=0.9998,
+        warmup=True,
+        period=1,
+        buffers="average",
+        device=None,
+        evaluate="both",
+    ),
     # How the processes share the model: "ddp" replicates it (train.ddp options), "fsdp" shards
     # parameters, gradients and optimizer state (FSDP2) with one unit per module train.fsdp.shard
     # names (class names such as "Block", or globs of module names such as "backbone.blocks.*"),

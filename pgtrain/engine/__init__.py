@@ -15,6 +15,7 @@ from pgtrain.engine.defaults import (
     stall_timeout,
     user_errors_exit,
 )
+from pgtrain.engine.ema import EMAHook
 from pgtrain.engine.hook_base import HookBase
 from pgtrain.engine.hooks import (
     BatchSizeLRScalingHook,
@@ -53,6 +54,7 @@ __all__ = [
     "stall_timeout",
     "train_preemptibly",
     "BatchSizeLRScalingHook",
+    "EMAHook",
     "EvalHook",
     "HookBase",
     "IterationTimer",

@@ -14,6 +14,7 @@ from pgtrain.errors import ConfigError, DivergedError
 from pgtrain.param_groups import named_groups
 from pgtrain.param_groups.names import param_group_names
 from pgtrain.solver.lr_scaling import BatchSizeLRScaling
+from pgtrain.solver.optimizer_modes import eval_mode
 from pgtrain.utils import comm
 from pgtrain.utils.checks import is_whole
 from pgtrain.utils.writers import EventWriter
@@ -113,7 +114,8 @@ class EvalHook(HookBase):
             self._evaluate()
 
     def _evaluate(self) -> None:
-        results = self._func() or {}
+        with eval_mode(getattr(self.trainer, "optimizer", None)):  # schedule-free: the average
+            results = self._func() or {}
         flat = _flatten(results)
         for name, value in flat.items():
             if not isinstance(value, int | float) or isinstance(value, bool):

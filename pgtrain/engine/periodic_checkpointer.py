@@ -3,6 +3,7 @@
 from pgtrain.checkpoint.checkpointer import Checkpointer
 from pgtrain.engine.hook_base import HookBase
 from pgtrain.errors import ConfigError
+from pgtrain.solver.optimizer_modes import eval_mode
 from pgtrain.utils.checks import is_whole
 
 __all__ = ["PeriodicCheckpointer"]
@@ -46,7 +47,14 @@ class PeriodicCheckpointer(HookBase):
         max_iter = self.max_iter if self.max_iter is not None else self.trainer.max_iter
         last = max_iter is not None and iteration == max_iter - 1
         stopping = getattr(self.trainer, "stop_requested", False)
+        names = []
         if (iteration + 1) % self.period == 0 or (stopping and not last):
-            self.checkpointer.save(f"{self.file_prefix}_{iteration:07d}", iteration=iteration)
+            names.append(f"{self.file_prefix}_{iteration:07d}")
         if last:
-            self.checkpointer.save(f"{self.file_prefix}_final", iteration=iteration)
+            names.append(f"{self.file_prefix}_final")
+        if not names:
+            return
+        # Schedule-free optimizers: save the averaged point, the weights to evaluate and resume.
+        with eval_mode(getattr(self.trainer, "optimizer", None)):
+            for name in names:
+                self.checkpointer.save(name, iteration=iteration)

@@ -17,6 +17,7 @@ from pgtrain.param_groups.state import (
     optimizer_state_by_name,
     optimizer_state_from_torch,
 )
+from pgtrain.solver.optimizer_modes import group_state_keys, train_mode
 from pgtrain.utils import comm
 from pgtrain.utils.events import EventStorage, event_storage
 
@@ -114,6 +115,7 @@ class Trainer:
     def run_step(self) -> None:
         """Runs one iteration: micro-batches forward/backward, `after_backward`, clip, step."""
         self.model.train()
+        train_mode(self.optimizer)  # schedule-free optimizers: parameters at the training point
         self.optimizer.zero_grad(set_to_none=True)
         data_time = 0.0
         totals: dict[str, torch.Tensor] = {}
@@ -229,7 +231,12 @@ class Trainer:
         if "param_groups" in saved:  # a torch optimizer.state_dict() (keyed by position)
             names = [n for n, _ in comm.unwrap_model(self.model).named_parameters()]
             saved = optimizer_state_from_torch(saved, names)
-        load_optimizer_state_by_name(self.optimizer, saved, comm.unwrap_model(self.model))
+        load_optimizer_state_by_name(
+            self.optimizer,
+            saved,
+            comm.unwrap_model(self.model),
+            group_state=group_state_keys(self.optimizer),
+        )
         for key, hook in self._hook_keys():
             if key in state.get("hooks", {}):
                 hook.load_state_dict(state["hooks"][key])

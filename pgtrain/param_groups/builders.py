@@ -56,6 +56,21 @@ PARAM_GROUP_BUILDERS = Registry(
 RuleSpecs = Iterable[Mapping[str, Any] | Rule]
 
 
+def weight_decay_exemptions() -> list[dict[str, Any]]:
+    """The rule specs that exempt biases, 1-D parameters and the model's ``no_weight_decay()``
+    hints from weight decay, as the layer-wise builders apply them before their rules."""
+    return [
+        {"id": "no_wd_1d", "max_ndim": 1, "weight_decay": 0.0, "optional": True},
+        {"id": "no_wd_bias", "bias": True, "weight_decay": 0.0, "optional": True},
+        {
+            "id": "no_weight_decay()",
+            "no_weight_decay_hint": True,
+            "weight_decay": 0.0,
+            "optional": True,
+        },
+    ]
+
+
 @contextlib.contextmanager
 def paused_gc() -> Iterator[None]:
     """Pauses the cyclic garbage collector while a build allocates its per-parameter objects.

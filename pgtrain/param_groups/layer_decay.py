@@ -11,6 +11,7 @@ from pgtrain.param_groups.builders import (
     RuleSpecs,
     paused_gc,
     plan_param_groups,
+    weight_decay_exemptions,
 )
 from pgtrain.param_groups.layer_ids import Resolver, resolve_layer_ids
 from pgtrain.param_groups.model_params import ModelParams, collect_model_params
@@ -83,16 +84,7 @@ def layer_decay_param_groups(
             ("layer_decay", "lr_mult", scales[layer]),
         ]
 
-    specs: list[dict[str, Any]] = [
-        {"id": "no_wd_1d", "max_ndim": 1, "weight_decay": 0.0, "optional": True},
-        {"id": "no_wd_bias", "bias": True, "weight_decay": 0.0, "optional": True},
-        {
-            "id": "no_weight_decay()",
-            "no_weight_decay_hint": True,
-            "weight_decay": 0.0,
-            "optional": True,
-        },
-    ]
+    specs: list[dict[str, Any]] = weight_decay_exemptions()
     skip = [skip] if isinstance(skip, str) else list(skip)  # a generator is read once
     absent = _declared_but_absent(model, params, skip)
     present = [name for name in skip if name not in absent]

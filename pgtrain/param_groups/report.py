@@ -52,16 +52,20 @@ def _summarize(groups: Groups, model: nn.Module | None) -> _Summary:
 def format_param_group_table(groups: Groups, model: nn.Module | None = None) -> str:
     """Returns the summary table logged at the start of every run.
 
-    One row per group (name, tensors, parameters, lr, lr scale, weight decay, rules applied),
-    then the totals of trainable and frozen parameters, tied parameters and the build's notes.
+    One row per group (name, tensors, parameters, lr, lr scale, weight decay, the algorithm of a
+    hybrid optimizer, rules applied), then the totals of trainable and frozen parameters, tied
+    parameters and the build's notes.
     """
     s = _summarize(groups, model)
+    routed = any("optimizer" in g for _, g, _ in s.named)  # Muon + AdamW: which updates it
     # After a scheduler took the groups' LRs, `lr` is the first iteration's (warmup included) and
     # `initial_lr x lr_factor` the one the schedule multiplies: show both when they differ.
     scheduled = any(_differs(_scheduled_lr(g), g.get("lr")) for _, g, _ in s.named)
     rows = [("group", "tensors", "parameters", "lr", "lr scale", "weight decay", "rules applied")]
     if scheduled:
         rows[0] = (*rows[0][:4], "lr at iter 0", *rows[0][4:])
+    if routed:
+        rows[0] = (*rows[0][:-1], "optimizer", rows[0][-1])
     composed = _compositions(s)
     for name, group, _ in s.named:
         lr = _fmt(_scheduled_lr(group))
@@ -76,6 +80,7 @@ def format_param_group_table(groups: Groups, model: nn.Module | None = None) -> 
                 *first,
                 _num(group, "lr_scale") + mark,
                 _num(group, "weight_decay"),
+                *((str(group.get("optimizer", "-")),) if routed else ()),
                 ", ".join(group.get("rules", ())) or "-",
             )
         )

@@ -20,6 +20,7 @@ from pgtrain.utils.checks import is_real
 __all__ = [
     "SETTINGS",
     "OPTIMIZER_OPTION",
+    "OPTIMIZER_PARTS",
     "ParamSettings",
     "Setting",
     "optimizer_keys",
@@ -100,6 +101,23 @@ def plain_value(value: Any, where: str = "") -> Any:
     return value
 
 
+# The algorithms a hybrid optimizer (pgtrain.solver.MuonAdamW) routes groups to.
+OPTIMIZER_PARTS = ("muon", "adamw")
+
+
+def _parse_part(value: Any, where: str) -> str:
+    if value not in OPTIMIZER_PARTS:
+        raise ConfigError(f"{where} must be one of {list(OPTIMIZER_PARTS)}, got {value!r}")
+    return value
+
+
+def _route(s: ParamSettings, key: str, value: str) -> None:
+    # The group label follows the route unless a rule chose a label of its own.
+    if s.label == s.options.get("optimizer"):
+        s.label = value
+    s.options["optimizer"] = value
+
+
 def _multiply(s: ParamSettings, key: str, value: float) -> None:
     setattr(s, key, getattr(s, key) * value)
 
@@ -146,6 +164,14 @@ _SETTING_LIST = (
         "the label of the group the parameter goes to. The last matching rule wins.",
         _parse_label,
         lambda s, key, value: setattr(s, "label", value),
+    ),
+    Setting(
+        "optimizer",
+        "``muon`` or ``adamw``: the algorithm of a hybrid optimizer (``MuonAdamW``) that updates "
+        "the parameter, e.g. to keep a matrix on AdamW; the ``muon`` builder routes every "
+        "parameter first. The last matching rule wins.",
+        _parse_part,
+        _route,
     ),
 )
 

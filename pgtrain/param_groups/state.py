@@ -74,6 +74,11 @@ class OptimizerStateLoadReport:
         mismatched: ``(name, saved shape, current shape)``: state dropped, the shape changed.
         optimizer_changed: ``(saved class, current class)`` when the optimizer type changed, in
             which case no state is restored (every parameter counts as added).
+        fresh_groups: groups whose running group state (see `group_state`) had nothing to
+            restore from: the checkpoint has no group of that name.
+        rerouted: ``(name, saved algorithm, current algorithm)`` for parameters a hybrid
+            optimizer (Muon + AdamW) now updates with the other algorithm: their state (Muon's
+            momentum is no AdamW moment) starts fresh.
     """
 
     restored: list[str] = field(default_factory=list)
@@ -82,6 +87,8 @@ class OptimizerStateLoadReport:
     dropped: list[str] = field(default_factory=list)
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     optimizer_changed: tuple[str, str] | None = None
+    rerouted: list[tuple[str, str, str]] = field(default_factory=list)
+    fresh_groups: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """Returns a few lines for the log: counts, moves grouped by (from, to), some names."""
@@ -89,6 +96,7 @@ class OptimizerStateLoadReport:
             f"optimizer state by name: restored {len(self.restored)}, moved "
             f"{len(self.moved)}, added {len(self.added)}, dropped {len(self.dropped)}, "
             f"shape changed {len(self.mismatched)}"
+            + (f", other algorithm {len(self.rerouted)}" if self.rerouted else "")
         ]
         if self.optimizer_changed:
             old, new = self.optimizer_changed
@@ -104,11 +112,21 @@ class OptimizerStateLoadReport:
             lines.append(f"  dropped (not in the optimizer): {_some(self.dropped)}")
         for name, old, new in self.mismatched:
             lines.append(f"  shape changed, state dropped: {name} {old} -> {new}")
+        for name, old, new in self.rerouted:
+            lines.append(f"  now updated by {new}, not {old}: state starts fresh: {name}")
+        if self.fresh_groups:
+            lines.append(
+                "  groups the checkpoint does not have (their running group state starts "
+                f"fresh): {_some(self.fresh_groups)}"
+            )
         return "\n".join(lines)
 
 
 def load_optimizer_state_by_name(
-    optimizer: torch.optim.Optimizer, state: Mapping[str, Any], model: nn.Module | None = None
+    optimizer: torch.optim.Optimizer,
+    state: Mapping[str, Any],
+    model: nn.Module | None = None,
+    group_state: Sequence[str] = (),
 ) -> OptimizerStateLoadReport:
     """Restores each parameter's saved state by name; the optimizer keeps its hyperparameters.
 
@@ -121,6 +139,10 @@ def load_optimizer_state_by_name(
         optimizer: an optimizer built with the current config.
         state: what `optimizer_state_by_name` returned (possibly through a checkpoint).
         model: names parameters of groups without ``param_names`` (by identity).
+        group_state: group keys that are running state rather than hyperparameters (a
+            schedule-free optimizer's ``k``, ``weight_sum``): restored into the groups of the
+            same name; a group the checkpoint does not have keeps its initial values (listed in
+            the report's ``fresh_groups``).
 
     Raises:
         CheckpointError: `state` is not in the name-keyed format.
@@ -151,6 +173,11 @@ def load_optimizer_state_by_name(
                 report.mismatched.append((name, tuple(shapes[name]), tuple(p.shape)))
                 optimizer.state.pop(p, None)
                 continue
+            old_part = _algorithm(state, saved_groups.get(name))
+            if old_part != group.get("optimizer"):  # Muon's momentum is no AdamW moment
+                report.rerouted.append((name, str(old_part), str(group.get("optimizer"))))
+                optimizer.state.pop(p, None)
+                continue
             if saved_groups.get(name) != gname:
                 report.moved.append((name, str(saved_groups.get(name)), gname))
             if name in saved:
@@ -159,6 +186,16 @@ def load_optimizer_state_by_name(
                 optimizer.state.pop(p, None)  # saved before its first step: no state yet
             report.restored.append(name)
     report.dropped = [n for n in shapes if n not in current]
+    if group_state:
+        saved_hparams = state.get("group_hparams", {})
+        for gname, group, _ in named_groups(optimizer, model):
+            saved_group = saved_hparams.get(gname)
+            if saved_group is None:
+                report.fresh_groups.append(gname)
+                continue
+            for key in group_state:
+                if saved_group.get(key) is not None:
+                    group[key] = saved_group[key]
     for name, old, new in report.mismatched:
         logger.warning(
             "optimizer state of '%s' dropped: saved for shape %s, now %s", name, old, new
@@ -248,6 +285,11 @@ def _cast(key: str, value: Any, param: torch.Tensor, group: Mapping[str, Any]) -
 
         value = distribute_tensor(value, param.device_mesh, placements, src_data_rank=None)
     return value
+
+
+def _algorithm(state: Mapping[str, Any], group: str | None) -> Any:
+    """The algorithm a hybrid optimizer's saved group was routed to (None for other ones)."""
+    return (state.get("group_hparams", {}).get(group) or {}).get("optimizer")
 
 
 def _plain_or_none(value: Any) -> Any:

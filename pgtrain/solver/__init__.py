@@ -6,6 +6,7 @@ from pgtrain.solver.build import (
     build_optimizer,
     build_param_groups_from_config,
 )
+from pgtrain.solver.hybrid import FlatMuon, HybridOptimizer, MuonAdamW
 from pgtrain.solver.lr_scaling import (
     BatchSizeLRScaling,
     describe_lr_scaling,
@@ -17,6 +18,9 @@ from pgtrain.solver.lr_scheduler import LRMultiplier, group_lr_curves
 from pgtrain.solver.schedules import LR_SCHEDULES, as_schedule, build_schedule
 
 __all__ = [
+    "FlatMuon",
+    "HybridOptimizer",
+    "MuonAdamW",
     "LR_SCHEDULES",
     "BatchSizeLRScaling",
     "LRMultiplier",

@@ -60,6 +60,7 @@ def build_optimizer(
         if k not in ("_target_", "params")
     }
     check_arguments(optimizer_cls, {"params": groups, **kwargs}, "optimizer")
+    _check_routes(groups, optimizer_cls)
     try:
         optimizer = optimizer_cls(groups, **kwargs)
     except PgtrainError:
@@ -68,6 +69,22 @@ def build_optimizer(
         raise ConfigError(f"optimizer: {type(e).__name__}: {e}") from e
     _check_ranges(optimizer, kwargs)
     return optimizer
+
+
+def _check_routes(groups: list[dict[str, Any]], optimizer_cls: Any) -> None:
+    """Groups routed to an algorithm (the ``muon`` builder, an ``optimizer`` rule) need a
+    hybrid optimizer: a plain one would ignore the route and update everything its own way."""
+    from pgtrain.solver.hybrid import HybridOptimizer
+
+    routed = [g.get("name", "?") for g in groups if "optimizer" in g]
+    hybrid = isinstance(optimizer_cls, type) and issubclass(optimizer_cls, HybridOptimizer)
+    if routed and not hybrid:
+        name = getattr(optimizer_cls, "__name__", str(optimizer_cls))
+        raise ConfigError(
+            f"optimizer: the param groups route parameters to Muon / AdamW (groups "
+            f"{', '.join(map(str, routed[:3]))}), which {name} would ignore; use "
+            "pgtrain.solver.MuonAdamW (configs/common/optim.py: MuonAdamW)"
+        )
 
 
 # Values torch accepts but that make training misbehave (momentum 2 diverges at once).

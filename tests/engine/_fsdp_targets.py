@@ -48,10 +48,19 @@ def train(cfg, resume: bool) -> None:
 
 
 def fsdp_runs(root: str) -> None:
-    """In each of two processes: a fresh FSDP run (root/fsdp), then a resume under FSDP of the
-    one-process run in root/resumed (saved sharded by one process, regrouped now), then a count
-    of gradient reductions per step with and without accumulation (root/syncs.json)."""
+    """In each of two processes: a fresh FSDP run (root/fsdp) and its continuation under DDP
+    (root/fsdp_then_ddp), a resume under FSDP of the one-process run in root/resumed (saved
+    sharded by one process, regrouped now), then a count of gradient reductions per step with
+    and without accumulation (root/syncs.json)."""
+    import shutil
+
+    from pgtrain.utils import comm
+
     train(vit_config(os.path.join(root, "fsdp"), "train.strategy=fsdp"), resume=False)
+    if comm.is_main_process():
+        shutil.copytree(os.path.join(root, "fsdp"), os.path.join(root, "fsdp_then_ddp"))
+    comm.synchronize()
+    train(vit_config(os.path.join(root, "fsdp_then_ddp"), "train.max_iter=6"), resume=True)
     train(
         vit_config(os.path.join(root, "resumed"), "train.strategy=fsdp", *REGROUPED),
         resume=True,

@@ -76,12 +76,15 @@ def test_two_fsdp_processes_train_as_one_process(runs):
     assert not torch.allclose(first["model"]["head.weight"], one["model"]["head.weight"])
 
 
-def test_a_two_process_fsdp_checkpoint_resumes_in_one_process(runs):
+@pytest.mark.parametrize("then", ["fsdp_then_single", "fsdp_then_ddp"])
+def test_a_two_process_fsdp_checkpoint_resumes_in_one_process_and_under_ddp(runs, then):
     one = torch.load(runs / "single_longer" / "model_final.pth", weights_only=True)
-    two = torch.load(runs / "fsdp_then_single" / "model_final.pth", weights_only=True)
-    assert one["iteration"] == two["iteration"] == 5
-    assert_same_tensors(one["model"], two["model"], "weights")
-    assert "Resumed" in (runs / "fsdp_then_single" / "log.txt").read_text()
+    other = torch.load(runs / then / "model_final.pth", weights_only=True)
+    assert one["iteration"] == other["iteration"] == 5
+    assert_same_tensors(one["model"], other["model"], "weights")
+    log = (runs / then / "log.txt").read_text()
+    assert f"Loading checkpoint {runs / then / 'model_final.dcp'}" in log  # the sharded one
+    assert "Starting training from iteration 4 of 6" in log
 
 
 def test_fsdp_logs_the_same_groups_lrs_and_statistics(runs):
