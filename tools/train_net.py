@@ -32,6 +32,7 @@ from pgtrain.engine import (
     check_output_dir,
     check_run_config,
     collective_timeout,
+    compile_for_training,
     default_argument_parser,
     default_setup,
     default_writers,
@@ -105,8 +106,10 @@ def do_train(cfg, resume, notes=()):
     save_config(cfg)  # only now: a run refused above leaves the previous config.yaml as it was
     logger.info("Parameter groups:\n%s", run.table())
     amp = {"precision": train.amp.precision} if train.amp.enabled else {}
+    # DDP-wrapped or FSDP-sharded (train.strategy), compiled if train.compile says so
+    model = compile_for_training(run.train_model, run.optimizer, train.get("compile"))
     trainer = (AMPTrainer if train.amp.enabled else Trainer)(
-        run.train_model,  # DDP-wrapped or FSDP-sharded (train.strategy)
+        model,
         run.loader,
         run.optimizer,
         accumulation=train.accumulation,

@@ -35,6 +35,9 @@ train = dict(
     # batch (per-process batch x processes x accumulation) scales them by rule ("linear" or
     # "sqrt"), once at start; dynamic=True also rescales whenever the batch size changes.
     lr_scaling=dict(reference_batch=None, rule="linear", dynamic=False),
+    # torch.compile of the model and, separately, of the optimizer step (one compile for all
+    # groups: their LRs become tensors the schedule updates in place, so it never recompiles).
+    compile=dict(model=False, optimizer=False, backend="inductor", mode=None),
     # An exponential moving average of the weights (updated every `period` steps, the decay
     # warming up to `decay`; buffers "average" or "copy"; device None: the model's), saved in
     # the checkpoints; evaluate "model", "ema" (metrics under ema/) or "both".

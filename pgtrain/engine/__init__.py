@@ -1,5 +1,6 @@
 """The training engine: trainer, hooks, launch, and what training scripts share."""
 
+from pgtrain.engine.compile import compile_for_training
 from pgtrain.engine.ddp import create_ddp_model
 from pgtrain.engine.defaults import (
     add_grouping_arguments,
@@ -67,6 +68,7 @@ __all__ = [
     "StopSignal",
     "Trainer",
     "UnusedParameterCheck",
+    "compile_for_training",
     "create_ddp_model",
     "default_argument_parser",
     "default_setup",

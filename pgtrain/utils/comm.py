@@ -36,9 +36,16 @@ _LOCAL_PROCESS_GROUP: dist.ProcessGroup | None = None
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside a DistributedDataParallel / DataParallel wrapper, or `model` itself."""
+    """The model inside DistributedDataParallel / DataParallel and ``torch.compile`` wrappers
+    (in any order), or `model` itself."""
     wrappers = (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)
-    return model.module if isinstance(model, wrappers) else model
+    while True:
+        if isinstance(model, wrappers):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and type(model).__name__ == "OptimizedModule":
+            model = model._orig_mod
+        else:
+            return model
 
 
 def full_value(value: torch.Tensor | float) -> float:
