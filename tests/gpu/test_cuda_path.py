@@ -8,6 +8,7 @@ GradScaler and NCCL still need CUDA).
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -30,6 +31,12 @@ def train_net(*args, env=None):
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-4000:] + proc.stdout[-4000:]
     return proc
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def losses(out):
@@ -137,13 +144,8 @@ print("nccl ok")
 
 @needs_real_cuda
 def test_a_one_process_nccl_group_runs_the_collectives_and_a_ddp_step():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     proc = subprocess.run(
-        [sys.executable, "-c", NCCL_STEP, str(port)],
+        [sys.executable, "-c", NCCL_STEP, str(free_port())],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -163,15 +165,10 @@ def test_train_net_with_num_gpus_runs_on_the_gpu(tmp_path):
 def test_fsdp_on_one_gpu_computes_in_bf16_and_saves_a_sharded_checkpoint(tmp_path):
     # torchrun's variables for one process: a process group of one, so FSDP shards (over one
     # rank) and its mixed precision applies, as `torchrun --nproc-per-node 1` would run it.
-    import socket
-
     from pgtrain.checkpoint.sharded import read_sharded
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     one_rank = dict(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", LOCAL_WORLD_SIZE="1")
-    one_rank.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    one_rank.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
     out = tmp_path / "fsdp"
     proc = train_net(
         *(["--num-gpus", "1"] if DEVICE == "cuda" else []),
