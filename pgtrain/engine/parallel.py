@@ -26,7 +26,6 @@ from pgtrain.utils.suggest import did_you_mean
 
 __all__ = [
     "STRATEGIES",
-    "is_fsdp",
     "parallelize",
     "shard_model",
     "sharded_checkpoints",
@@ -93,13 +92,6 @@ def sharded_checkpoints(train: Mapping[str, Any]) -> bool:
             "model); use 'auto' and make a single file afterwards with tools/convert_checkpoint.py"
         )
     return fmt == "sharded" or (fmt == "auto" and fsdp)
-
-
-def is_fsdp(model: nn.Module) -> bool:
-    """Whether `model` was sharded by FSDP2's ``fully_shard``."""
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(model, FSDPModule)
 
 
 def shard_model(
