@@ -1,14 +1,11 @@
-"""Param groups: build + audit time, and the optimizer step cost of layer-decay groups.
+"""Param groups: build + audit time of each built-in builder.
 
-    .venv/bin/python benchmarks/param_groups.py [--repeats 5] [--steps 5] [--foreach]
-    .venv/bin/python benchmarks/param_groups.py --dim 64 --depth 2   # a quick smoke run
+    .venv/bin/python benchmarks/param_groups.py [--repeats 5]
 
-(a) Build + audit time of each built-in builder for a synthetic model with 10,000 parameter
-    tensors and for ViT-L-sized names (24 blocks, width 1024), on the meta device (names and
-    shapes only). Target: under 0.2 s for 10,000 tensors.
-(b) Optimizer step time with a ViT-B's layer-decay groups (after reduction) divided by the step
-    time with one group, for SGD and AdamW; the two setups alternate and the median ratio over
-    the repeats is printed. Target: at most 1.10.
+Build + audit time of each built-in builder for a synthetic model with 10,000 parameter tensors
+and for ViT-L-sized names (24 blocks, width 1024), on the meta device (names and shapes only).
+Target: under 0.2 s for 10,000 tensors. The step time of the groups these builders make is
+`benchmarks/optimizer_step.py`'s (which uses this file's ViT).
 
 Times are medians over the repeats; nothing is asserted.
 """
@@ -85,67 +82,23 @@ def time_builds(model: nn.Module, repeats: int) -> dict[str, tuple[float, int]]:
     return out
 
 
-def part_a(repeats: int) -> None:
+def time_all_builders(repeats: int) -> None:
     with torch.device("meta"):
         models = {
             "10,000-tensor model (ViT names, 769 blocks)": ViT(depth=769, dim=8),
             "ViT-L names (24 blocks, width 1024)": ViT(depth=24, dim=1024),
         }
     for title, model in models.items():
-        print(f"(a) build + audit, {title}: {count_tensors(model):,} tensors")
+        print(f"build + audit, {title}: {count_tensors(model):,} tensors")
         for builder, (seconds, groups) in time_builds(model, repeats).items():
             print(f"    {builder:12} {seconds * 1000:7.1f} ms  ({groups} groups)   target < 200 ms")
-
-
-def step_seconds(optimizer: torch.optim.Optimizer, steps: int) -> float:
-    optimizer.step()  # the first step creates the state; not timed
-    start = time.perf_counter()
-    for _ in range(steps):
-        optimizer.step()
-    return (time.perf_counter() - start) / steps
-
-
-def part_b(depth: int, dim: int, steps: int, repeats: int, foreach: bool | None) -> None:
-    torch.manual_seed(0)
-    model = ViT(depth=depth, dim=dim)
-    for p in model.parameters():
-        p.grad = torch.randn_like(p) * 1e-3
-    layered = build_param_groups(model, builder="layer_decay", lr=1e-3, weight_decay=0.05)
-    optimizers = {
-        "SGD": lambda params: torch.optim.SGD(
-            params, lr=1e-3, momentum=0.9, weight_decay=0.05, foreach=foreach
-        ),
-        "AdamW": lambda params: torch.optim.AdamW(
-            params, lr=1e-3, weight_decay=0.05, foreach=foreach
-        ),
-    }
-    print(
-        f"(b) optimizer step, ViT {depth} blocks width {dim}: {count_tensors(model)} tensors, "
-        f"{len(layered)} layer-decay groups vs 1 group, foreach={foreach}"
-    )
-    for name, make in optimizers.items():
-        ratios, grouped_times = [], []
-        for _ in range(repeats):
-            grouped = step_seconds(make(layered), steps)
-            single = step_seconds(make(model.parameters()), steps)
-            ratios.append(grouped / single)
-            grouped_times.append(grouped)
-        print(
-            f"    {name:6} step {statistics.median(grouped_times) * 1000:8.1f} ms with groups; "
-            f"ratio grouped/single {statistics.median(ratios):.3f}   target <= 1.10"
-        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=5)
-    parser.add_argument("--depth", type=int, default=12, help="ViT depth for (b); ViT-B: 12")
-    parser.add_argument("--dim", type=int, default=768, help="ViT width for (b); ViT-B: 768")
-    parser.add_argument("--foreach", action="store_true", help="multi-tensor optimizer kernels")
     args = parser.parse_args()
-    part_a(args.repeats)
-    part_b(args.depth, args.dim, args.steps, args.repeats, True if args.foreach else None)
+    time_all_builders(args.repeats)
 
 
 if __name__ == "__main__":

@@ -68,9 +68,22 @@ def compile_optimizer_step(
     optimizer: torch.optim.Optimizer, *, backend: str = "inductor", mode: str | None = None
 ) -> None:
     """Compiles ``optimizer.step`` for all its groups, with their LRs as 0-d tensors."""
+    unfused = []
     for group in optimizer.param_groups:
         if not isinstance(group["lr"], torch.Tensor):
             group["lr"] = torch.tensor(float(group["lr"]))
+        if group.get("foreach") and group.get("capturable") is False:
+            # Adam's foreach kernels refuse a tensor LR unless capturable; compiled, the
+            # per-tensor loop is fused by the compiler instead (torch's own foreach=None choice).
+            group["foreach"] = False
+            unfused.append(group.get("name", str(len(unfused))))
+    if unfused:
+        logger.info(
+            "train.compile.optimizer: %d group(s) with foreach=True run the per-tensor step, "
+            "which the compiler fuses (a tensor LR needs it): %s",
+            len(unfused),
+            ", ".join(unfused[:5]) + (", ..." if len(unfused) > 5 else ""),
+        )
     original = optimizer.step
     step = torch.compile(original, backend=backend, mode=mode)
     what = f"the optimizer step ({len(optimizer.param_groups)} groups)"

@@ -17,13 +17,11 @@ each run.
 """
 
 import argparse
-import json
 import os
 import shutil
-import subprocess
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from projects.study import final_metrics, train_net
+
 BASE_CONFIG = "projects/maskrcnn/config.py"
 FINETUNE_CONFIG = "projects/maskrcnn/finetune_config.py"
 VARIANTS = {
@@ -31,23 +29,6 @@ VARIANTS = {
     "head_multiplier": ["--head-lr-multiplier", "10"],  # replaces the config's fresh rule
     "fresh": [],  # finetune_config.py's own rule: fresh=True, lr_mult=10
 }
-
-
-def train_net(*args: str) -> None:
-    """Runs tools/train_net.py; stops the study if it fails."""
-    cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), *args]
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, cwd=ROOT, check=True)
-
-
-def final_metrics(run_dir: str) -> dict:
-    """Returns the last evaluation record of a run's metrics.json."""
-    with open(os.path.join(run_dir, "metrics.json")) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-    evals = [r for r in records if "segm/AP" in r]
-    if not evals:
-        raise RuntimeError(f"{run_dir}/metrics.json has no evaluation")
-    return evals[-1]
 
 
 def row(name: str, iters: int, m: dict) -> str:

@@ -69,6 +69,29 @@ def test_the_average_follows_the_formula_with_warmup_and_period():
     assert not any(p.requires_grad for p in hook.model.parameters())
 
 
+class _DropNet(_Net):
+    def forward(self, batch):  # dropout draws from the RNG the data draws from
+        return {"loss": self.bn(nn.functional.dropout(self.lin(batch["x"]), 0.5)).pow(2).mean()}
+
+
+def _trained_weights_and_rng(with_ema):
+    torch.manual_seed(0)
+    model = _DropNet()
+    trainer = Trainer(model, _Data(), torch.optim.SGD(model.parameters(), lr=0.1))
+    trainer.register_hooks([EMAHook(decay=0.9)] if with_ema else [])
+    trainer.train(0, 6)
+    return model.state_dict(), torch.get_rng_state()
+
+
+def test_the_hook_changes_neither_the_training_nor_the_random_numbers():
+    # What lets one run report both the trained weights and their EMA (the optimizer study).
+    weights, rng = _trained_weights_and_rng(False)
+    weights_ema, rng_ema = _trained_weights_and_rng(True)
+    assert torch.equal(rng, rng_ema)
+    for key, value in weights.items():
+        assert torch.equal(weights_ema[key], value), key
+
+
 def test_copied_buffers_are_the_models():
     model, hook, _ = trained(3, decay=0.5, buffers="copy")
     assert torch.equal(hook.model.bn.running_mean, model.bn.running_mean)
