@@ -129,20 +129,18 @@ def main() -> None:
             times.setdefault("AdamW compiled, groups", []).append(
                 step_seconds(compiled, args.steps)
             )
-    baseline = times["AdamW foreach, 1 group"]
+
+    def median_ratio(name: str, over: str = "AdamW foreach, 1 group") -> float:
+        """The median over the repeats of `name`'s step time over `over`'s in the same repeat."""
+        return statistics.median(s / b for s, b in zip(times[name], times[over], strict=True))
+
     print(f"{'setup':26} {'ms / step':>10} {'/ AdamW foreach, 1 group':>26}")
     for name, seconds in times.items():
-        ratio = statistics.median(s / b for s, b in zip(seconds, baseline, strict=True))
-        print(f"{name:26} {statistics.median(seconds) * 1000:10.1f} {ratio:26.2f}")
+        print(f"{name:26} {statistics.median(seconds) * 1000:10.1f} {median_ratio(name):26.2f}")
     if "AdamW fused, groups" not in times:
         print("AdamW fused: not available on this platform")
-    sgd = statistics.median(
-        g / s
-        for g, s in zip(times["SGD foreach, groups"], times["SGD foreach, 1 group"], strict=True)
-    )
-    adamw = statistics.median(
-        s / b for s, b in zip(times["AdamW foreach, groups"], baseline, strict=True)
-    )
+    adamw = median_ratio("AdamW foreach, groups")
+    sgd = median_ratio("SGD foreach, groups", over="SGD foreach, 1 group")
     print(
         f"the grouping's own cost (groups / 1 group): AdamW {adamw:.2f}, SGD {sgd:.2f}"
         "   target <= 1.10"

@@ -69,14 +69,14 @@ def compile_optimizer_step(
 ) -> None:
     """Compiles ``optimizer.step`` for all its groups, with their LRs as 0-d tensors."""
     unfused = []
-    for group in optimizer.param_groups:
+    for i, group in enumerate(optimizer.param_groups):
         if not isinstance(group["lr"], torch.Tensor):
             group["lr"] = torch.tensor(float(group["lr"]))
         if group.get("foreach") and group.get("capturable") is False:
             # Adam's foreach kernels refuse a tensor LR unless capturable; compiled, the
             # per-tensor loop is fused by the compiler instead (torch's own foreach=None choice).
             group["foreach"] = False
-            unfused.append(group.get("name", str(len(unfused))))
+            unfused.append(group.get("name", str(i)))
     if unfused:
         logger.info(
             "train.compile.optimizer: %d group(s) with foreach=True run the per-tensor step, "
