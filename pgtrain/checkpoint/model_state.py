@@ -40,12 +40,15 @@ def load_model_state(
 
     Raises:
         CheckpointError: The model rejected the weights (e.g. a module's own loading check).
-        ConfigError: A glob of `exclude` matches no key of the file.
+        ConfigError: A glob of `exclude` matches no key of the file, or covers one name of a
+            tied tensor that another name would load.
     """
     model_state = model.state_dict()
     state = _fit_resizable(model, _strip_module_prefix(state, model_state), model_state)
     state, excluded = _exclude(state, exclude, path)
     usable, mismatched = _drop_mismatched(state, model_state, path)
+    aliases = _aliases(model)
+    _check_tied_exclusion(exclude, usable, aliases)
     try:
         result = model.load_state_dict(usable, strict=False)
     except RuntimeError as e:
@@ -54,8 +57,8 @@ def load_model_state(
     loaded = [key for key in usable if key in model_state]
     # What the model itself says it did not get: load_state_dict's missing keys account for
     # modules that rename old keys while loading (torchvision's older detector checkpoints).
-    not_provided, aliases = set(result.missing_keys) | skipped, _aliases(model)
-    left_out = skipped | set(excluded)
+    not_provided = set(result.missing_keys) | skipped
+    left_out = skipped | set(excluded) | _left_out_with_ties(excluded, aliases)
     missing = [
         key
         for key in result.missing_keys
@@ -96,6 +99,51 @@ def _exclude(
     logger.info("Left out %d keys of %s (init_checkpoint_exclude)", len(excluded), path)
     dropped = set(excluded)
     return {k: v for k, v in state.items() if k not in dropped}, excluded
+
+
+def _check_tied_exclusion(
+    patterns: Sequence[str], usable: Mapping[str, Any], aliases: Mapping[str, set[str]]
+) -> None:
+    """Refuses globs that cover one name of a tied tensor while another name loads it.
+
+    A tied tensor (``head.weight = embed.weight``) loads or starts fresh as a whole: leaving
+    out one name while the file provides the other would load it anyway, and the report would
+    call it left out. Neither choice can be guessed, so the user names it.
+
+    Raises:
+        ConfigError: Naming the covered name, the name that loads it, and what to write.
+    """
+    if not patterns:
+        return
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    for name, names in aliases.items():
+        loaders = sorted(n for n in names if n in usable)
+        if len(names) < 2 or not loaders:
+            continue
+        covering = [p for p in patterns if fnmatch.fnmatchcase(name, p)]
+        if covering:  # `name` is left out (or absent) and `loaders[0]` would load the tensor
+            pattern, loader = covering[0], loaders[0]
+            raise ConfigError(
+                f"init_checkpoint_exclude: '{pattern}' covers '{name}' but not '{loader}', the "
+                "same tensor (tied weights), which the checkpoint provides; a tied tensor loads "
+                f"or starts fresh as a whole: add '{loader}' to train.init_checkpoint_exclude "
+                f"to start it fresh, or write globs that do not cover '{name}' to load it"
+            )
+
+
+def _left_out_with_ties(excluded: Sequence[str], aliases: Mapping[str, set[str]]) -> set[str]:
+    """The other names of excluded tied tensors: left out with them (`_check_tied_exclusion`
+    made sure no name loaded the shared tensor), so they are fresh, not missing."""
+    names: set[str] = set()
+    for key in excluded:
+        tied = sorted(aliases.get(key, {key}) - set(excluded))
+        if tied:
+            logger.warning(
+                "Left out '%s' (tied: %s): the shared tensor is fresh", key, ", ".join(tied)
+            )
+        names.update(tied)
+    return names
 
 
 def pretrained_parameter_names(model: nn.Module) -> set[str]:

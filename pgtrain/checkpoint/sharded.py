@@ -17,10 +17,14 @@ tensor is cut where it is needed) and through the same code as a single file.
 
 The save is atomic: everything is written into a hidden temporary folder next to the final one,
 which rank 0 renames into place once complete; the ``last_checkpoint`` pointer moves after that.
+A folder of the same name (``model_final.dcp`` saved again) is first renamed aside to
+``.<name>.previous``, which no cleanup deletes while it is the only copy and which the reader
+falls back to, so a kill between the two renames leaves the previous checkpoint readable.
 """
 
 import contextlib
 import io
+import logging
 import os
 import pickle
 import secrets
@@ -46,9 +50,12 @@ __all__ = [
     "join_tensors",
 ]
 
+logger = logging.getLogger(__name__)
+
 SHARDED_SUFFIX = ".dcp"
 STATE_FILE = "state.pth"
 _REF = "__pgtrain_tensor__"
+_ASIDE_SUFFIX = ".previous"
 # The classes DCP's metadata file is made of; the unpickler builds these and nothing else.
 _METADATA_CLASSES = {
     ("torch.distributed.checkpoint.metadata", name)
@@ -145,6 +152,7 @@ def save_sharded(data: Mapping[str, Any], path: str, *, writer: bool) -> None:
         error = e
     if writer and error is None:
         try:
+            _remove_replaced(folder)
             with open(os.path.join(temp, STATE_FILE), "wb") as f:
                 torch.save(skeleton, f)
                 f.flush()
@@ -176,6 +184,11 @@ def read_sharded(path: str) -> dict[str, Any]:
     from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
+    if not os.path.isdir(path) and os.path.isdir(_aside(path)):
+        # A save that replaced `path` was killed between its two renames: the previous folder,
+        # which last_checkpoint still names, is complete in the aside name.
+        logger.warning("%s is being replaced; reading its previous copy %s", path, _aside(path))
+        path = _aside(path)
     state_file = os.path.join(path, STATE_FILE)
     if not os.path.isdir(path):
         raise CheckpointError(f"Sharded checkpoint {path} does not exist; check the path")
@@ -295,14 +308,31 @@ def _shared_temp_name(folder: str, name: str, distributed: bool) -> str:
     return os.path.join(folder, f".{name}.{token[0]}.tmp")
 
 
+def _aside(path: str) -> str:
+    """Where `_replace_folder` keeps the previous `path` while the new one is renamed in: a
+    name the stale-temporary cleanup leaves alone, because for a moment it is the only copy."""
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}{_ASIDE_SUFFIX}")
+
+
 def _replace_folder(temp: str, path: str) -> None:
     """Renames `temp` to `path`; an existing `path` is moved aside first and then deleted, so
-    at every moment one complete folder is there or in the aside name."""
-    if not os.path.exists(path):
-        os.rename(temp, path)
-        return
-    folder, name = os.path.split(path)
-    aside = os.path.join(folder, f".{name}.{secrets.token_hex(4)}.tmp")
-    os.rename(path, aside)
+    at every moment one complete folder is there or in the aside name (which `read_sharded`
+    falls back to)."""
+    aside = _aside(path)
+    if os.path.exists(path):
+        shutil.rmtree(aside, ignore_errors=True)  # left by a replace killed after its rename
+        os.rename(path, aside)
     os.rename(temp, path)
     shutil.rmtree(aside, ignore_errors=True)
+
+
+def _remove_replaced(folder: str) -> None:
+    """Deletes the aside copies whose folder is back in place (a replace killed before its
+    cleanup); an aside without its folder is the only copy and stays."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(folder):
+            final = name[1 : -len(_ASIDE_SUFFIX)]
+            if name.startswith(".") and name.endswith(_ASIDE_SUFFIX) and final:
+                if os.path.isdir(os.path.join(folder, final)):
+                    shutil.rmtree(os.path.join(folder, name), ignore_errors=True)

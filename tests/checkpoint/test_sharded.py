@@ -114,6 +114,58 @@ def test_a_kill_during_a_sharded_save_leaves_the_previous_checkpoint(tmp_path, m
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
 
 
+@pytest.mark.parametrize("stage", ["moved aside", "renamed in"])
+def test_a_kill_while_replacing_a_folder_of_the_same_name_loses_neither_copy(
+    tmp_path, make_net, stage
+):
+    """Re-saving model_final.dcp (a resumed run that ends where the last one did) moves the old
+    folder aside before renaming the new one in. Observed: a kill between the two renames left
+    last_checkpoint naming a folder that no longer existed (resume failed), and the only copy
+    under a temporary name that the next save deleted as a leftover."""
+    model = make_net(0)
+    first = Checkpointer(model, str(tmp_path), sharded=True).save("model_final", iteration=9)
+
+    def killed_save():
+        original = sharded_module.os.rename
+        renames = []
+
+        def rename_then_die(src, dst):
+            renames.append(src)
+            if stage == "moved aside" and src == first:
+                original(src, dst)  # the old folder is aside, the new one not yet in place
+                os.kill(os.getpid(), signal.SIGKILL)
+            original(src, dst)
+            if stage == "renamed in" and dst == first:  # the aside copy not yet deleted
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        sharded_module.os.rename = rename_then_die
+        Checkpointer(make_net(5), str(tmp_path), sharded=True).save("model_final", iteration=19)
+        os._exit(0)  # not reached
+
+    child = multiprocessing.get_context("fork").Process(target=killed_save)
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL
+    resumed = Checkpointer(make_net(7), str(tmp_path), sharded=True)
+    assert resumed.get_checkpoint_file() == first
+    report = resumed.resume_or_load("", resume=True)
+    # The pointer's save was not complete when the kill came, or it was: either way a whole one.
+    assert report.extra["iteration"] == (9 if stage == "moved aside" else 19)
+    resumed.save("model_0000010", iteration=10)  # the next run's first save cleans up ...
+    hidden = [n for n in os.listdir(tmp_path) if n.startswith(".")]
+    assert len(hidden) == (1 if stage == "moved aside" else 0)  # the old copy, still needed
+    again = Checkpointer(make_net(7), str(tmp_path), sharded=True)
+    assert again.load(first).extra["iteration"] == report.extra["iteration"]  # ... not this
+    again.save("model_final", iteration=20)
+    assert read_sharded(first)["iteration"] == 20
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.dcp"
+    assert sorted(os.listdir(tmp_path)) == [
+        "last_checkpoint",
+        "model_0000010.dcp",
+        "model_final.dcp",
+    ]
+
+
 def test_keep_last_prunes_sharded_folders(tmp_path, make_net):
     model = make_net(0)
     checkpointer = Checkpointer(model, str(tmp_path), sharded=True, keep_last=2)

@@ -59,7 +59,7 @@ def test_a_submitted_job_requeues_on_usr2_and_ends_as_an_unbroken_run(tmp_path, 
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     out = str(tmp_path / "submitted")
-    job = submit.main(["--cluster", "local", "--tasks-per-node", "2", "--time", "10", *toy(out)])
+    job = submit.cli(["--cluster", "local", "--tasks-per-node", "2", "--time", "10", *toy(out)])
     try:
         wait_until(lambda: last_iteration(out) >= 100, 120, "training to reach iteration 100")
         tasks = tasks_of(job)
@@ -95,7 +95,7 @@ def test_a_new_run_in_a_used_folder_is_refused_before_submitting(tmp_path, monke
     out.mkdir()
     (out / "last_checkpoint").write_text("model_final.pth")
     with pytest.raises(SystemExit) as exit_info:
-        submit.main(["--cluster", "local", *toy(out)])
+        submit.cli(["--cluster", "local", *toy(out)])
     assert exit_info.value.code == 2
     assert "already holds a run" in capsys.readouterr().err
     assert not (out / "submitit").exists()
