@@ -31,6 +31,8 @@ def as_full_config(cfg: DictConfig) -> list[DictConfig]:
             toy.train = node
         elif "params" in node:
             toy.optimizer = node
+            # A hidden matrix besides the stem and the head, so that Muon has one to route.
+            toy.model.depth = 3
         elif "schedule" in node:
             toy.lr_scheduler = node
         else:

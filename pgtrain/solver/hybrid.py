@@ -7,7 +7,10 @@ output layers, the first conv and 1-D parameters keep AdamW. The ``muon`` param-
 one torch optimizer: ``param_groups`` (the same dicts the two algorithms hold, so the LR
 scheduler, LR scaling and per-group logging act on both), ``state`` (each parameter's state, in
 the algorithm that owns it, so the name-keyed checkpoint state and a resume after regrouping work
-as for any optimizer), ``zero_grad`` and ``step``.
+as for any optimizer), ``zero_grad``, ``step`` and a positional ``state_dict`` /
+``load_state_dict`` as torch's. Routing fails closed: groups that leave a part without
+parameters (those of a builder that does not route, e.g. ``default`` or ``layer_decay``) are an
+error, as is loading a plain optimizer's state dict.
 """
 
 import inspect
@@ -128,6 +131,9 @@ class HybridOptimizer(torch.optim.Optimizer):
             to `default_part`).
         parts: part name -> ``(optimizer class, keyword arguments)``.
         default_part: the part of groups that name none.
+
+    Raises:
+        ConfigError: a group names an unknown part, or a part gets no parameter.
     """
 
     def __init__(
@@ -150,6 +156,7 @@ class HybridOptimizer(torch.optim.Optimizer):
                     f"parts {list(parts)}"
                 )
             by_part[part].append(group)
+        _check_every_part_used(type(self).__name__, by_part, getattr(params, "record", None))
         # Each part holds the very group dicts of this optimizer, so what the LR scheduler
         # writes into `param_groups` is what the parts use.
         self.parts: dict[str, torch.optim.Optimizer] = {}
@@ -199,12 +206,73 @@ class HybridOptimizer(torch.optim.Optimizer):
             self.state._owner_of[id(p)] = self.parts[part]  # type: ignore[attr-defined]
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Loads a positional ``state_dict()`` (as torch's); each state goes to its part."""
-        routed = self.state
-        super().load_state_dict(state_dict)
-        loaded, self.state = self.state, routed  # type: ignore[assignment]
-        for p, value in loaded.items():
+        """Loads a positional ``state_dict()`` of this optimizer (as torch's does).
+
+        Each group's hyperparameters are written into the group dicts the parts share (so what the
+        LR scheduler writes afterwards still reaches the parts), and each state goes to its part,
+        normalized as that part's own ``load_state_dict`` would.
+
+        Raises:
+            ConfigError: the state dict is not a hybrid optimizer's (a plain AdamW's has no
+                routes), or a group's algorithm differs from the saved one.
+        """
+        _check_saved_routes(self.param_groups, state_dict.get("param_groups", []))
+        routed, groups = self.state, self.param_groups
+        super().load_state_dict(state_dict)  # casts the state and copies the hyperparameters
+        for held, loaded in zip(groups, self.param_groups, strict=True):
+            held.update(loaded)  # the loaded dict holds the very same `params` list
+        loaded_state, self.state, self.param_groups = self.state, routed, groups
+        for optimizer in self.parts.values():
+            optimizer.state.clear()
+        for p, value in loaded_state.items():
             routed[p] = value
+        for optimizer in self.parts.values():  # e.g. AdamW's own fix-ups of old states
+            optimizer.__setstate__(optimizer.__getstate__())
+
+
+def _check_every_part_used(
+    owner: str, by_part: dict[str, list[dict[str, Any]]], record: Any
+) -> None:
+    """Refuses groups that leave a part without parameters: the hybrid would silently train the
+    rest with one algorithm only (the usual cause: a builder that does not route)."""
+    counts = {name: sum(len(g["params"]) for g in groups) for name, groups in by_part.items()}
+    for name, count in counts.items():
+        if count:
+            continue
+        builder = getattr(record, "builder", None)
+        source = f"the param groups of builder '{builder}'" if builder else "the param groups"
+        used = " and ".join(repr(n) for n, c in counts.items() if c) or "no part"
+        fix = (
+            f"route some with a rule such as dict(match='blocks.*', optimizer='{name}')"
+            if builder == "muon"
+            else "use optimizer.params.builder=muon, which routes each parameter, or route "
+            f"parameters with rules such as dict(match='blocks.*', optimizer='{name}')"
+        )
+        raise ConfigError(
+            f"{owner}: no parameter is routed to '{name}' ({source} put every parameter on "
+            f"{used}), so this would train without {name}; {fix}"
+        )
+
+
+def _check_saved_routes(groups: list[dict[str, Any]], saved: list[dict[str, Any]]) -> None:
+    """Refuses a positional state dict whose groups were not updated by the same algorithms."""
+    for i, (group, old) in enumerate(zip(groups, saved, strict=False)):
+        name = group.get("name", i)
+        if "optimizer" not in old:
+            raise ConfigError(
+                f"optimizer state: param group {i} of the state dict names no algorithm, so it "
+                "was not saved by a hybrid optimizer (MuonAdamW); its state (e.g. AdamW's "
+                "exp_avg) does not fit Muon: start the optimizer fresh, or load the checkpoint's "
+                "name-keyed state with pgtrain.param_groups.load_optimizer_state_by_name"
+            )
+        if old["optimizer"] != group["optimizer"]:
+            raise ConfigError(
+                f"optimizer state: param group '{name}' was updated by {old['optimizer']} when "
+                f"saved and is now updated by {group['optimizer']}; a positional state dict "
+                "cannot move state between algorithms: load the name-keyed state with "
+                "pgtrain.param_groups.load_optimizer_state_by_name, which starts moved "
+                "parameters fresh"
+            )
 
 
 def _part_kwargs(cls: type, values: dict[str, Any]) -> dict[str, Any]:

@@ -73,7 +73,12 @@ def _stepped(make_optimizer, compiled, steps=8):
     model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 8))
     grads = [torch.randn_like(p) for p in model.parameters()]
     groups = build_param_groups(
-        model, builder="muon", lr=0.01, weight_decay=0.1, output_layers=["2"]
+        model,
+        builder="muon",
+        lr=0.01,
+        weight_decay=0.1,
+        output_layers=["2"],
+        rules=[dict(match="0.weight", optimizer="muon")],  # the stem, on AdamW by default
     )
     optimizer = make_optimizer(groups)
     if compiled:

@@ -18,7 +18,12 @@ from pgtrain.param_groups import (
     muon_routes,
     optimizer_state_by_name,
 )
+from pgtrain.param_groups.muon import CONV, MATRIX, NO_WEIGHT_DECAY, ONE_D, OUTPUT_LAYER
 from pgtrain.solver import FlatMuon, LRMultiplier, MuonAdamW, build_optimizer, build_schedule
+
+STEM = ("adamw", "adamw: stem", "adamw: the stem (the model's first conv or linear layer)")
+
+CLASSIFIER = "adamw: the classifier (the last linear layer in the model's '{}')"
 
 
 def routes(model):
@@ -34,30 +39,32 @@ def vit():
 
 def test_vit_routes():
     got = routes(vit())
-    muon = sorted(n for n, (r, _) in got.items() if r == "muon")
+    muon = sorted(n for n, r in got.items() if r.optimizer == "muon")
     assert muon == [
         "backbone.blocks.0.attn.proj.weight",
         "backbone.blocks.0.attn.qkv.weight",
         "backbone.blocks.0.mlp.fc1.weight",
         "backbone.blocks.0.mlp.fc2.weight",
     ]
-    assert got["backbone.patch_embed.proj.weight"] == ("adamw", "adamw: stem")
-    assert got["backbone.pos_embed"] == ("adamw", "adamw: not a matrix")
-    assert got["backbone.cls_token"] == ("adamw", "adamw: not a matrix")
-    assert got["backbone.blocks.0.norm1.weight"] == ("adamw", "adamw: 1-D")
-    assert got["head.weight"] == ("adamw", "adamw: output layer")
+    assert got["backbone.patch_embed.proj.weight"] == STEM
+    # pgtrain's ViT lists its position table and class token in no_weight_decay().
+    assert got["backbone.pos_embed"] == NO_WEIGHT_DECAY
+    assert got["backbone.cls_token"] == NO_WEIGHT_DECAY
+    assert got["backbone.blocks.0.norm1.weight"] == ONE_D
+    assert got["head.weight"].why == CLASSIFIER.format("head")
 
 
 def test_resnet_routes():
     got = routes(torchvision.models.resnet18(num_classes=10))
-    assert got["conv1.weight"] == ("adamw", "adamw: stem")
-    assert got["layer1.0.conv1.weight"] == ("muon", "muon: conv")
-    assert got["layer2.0.downsample.0.weight"] == ("muon", "muon: conv")  # a 1x1 conv
-    assert got["layer1.0.bn1.weight"] == ("adamw", "adamw: 1-D")
-    assert got["fc.weight"] == ("adamw", "adamw: output layer")
+    assert got["conv1.weight"] == STEM
+    assert got["layer1.0.conv1.weight"] == CONV
+    assert got["layer2.0.downsample.0.weight"] == CONV  # a 1x1 conv
+    assert got["layer1.0.bn1.weight"] == ONE_D
+    assert got["fc.weight"].why == CLASSIFIER.format("fc")
     modules = torchvision.models.resnet18().modules()
     convs = [m for m in modules if isinstance(m, nn.Conv2d)]
-    assert sum(r == "muon" for r, _ in got.values()) == len(convs) - 1  # every conv but the stem
+    # Every conv but the stem.
+    assert sum(r.optimizer == "muon" for r in got.values()) == len(convs) - 1
 
 
 def test_mask_rcnn_routes():
@@ -75,13 +82,13 @@ def test_mask_rcnn_routes():
         "rpn.head.bbox_pred.weight",
     ]
     for name in outputs:
-        assert got[name] == ("adamw", "adamw: output layer"), name
-    assert got["roi_heads.box_head.fc6.weight"] == ("muon", "muon: matrix")
-    assert got["roi_heads.box_head.fc7.weight"] == ("muon", "muon: matrix")
-    assert got["rpn.head.conv.0.0.weight"] == ("muon", "muon: conv")
+        assert got[name] == OUTPUT_LAYER, name
+    assert got["roi_heads.box_head.fc6.weight"] == MATRIX
+    assert got["roi_heads.box_head.fc7.weight"] == MATRIX
+    assert got["rpn.head.conv.0.0.weight"] == CONV
     every = routes(model)  # the stem is frozen here, but still the stem
     first_conv = next(n for n in every if params[n].ndim == 4)
-    assert [n for n, (_, why) in every.items() if why == "adamw: stem"] == [first_conv]
+    assert [n for n, r in every.items() if r == STEM] == [first_conv]
 
 
 def test_the_table_and_explain_show_the_route_and_why():
@@ -93,7 +100,7 @@ def test_the_table_and_explain_show_the_route_and_why():
     table = format_param_group_table(groups, model)
     assert "routes: 4 tensors to Muon" in table
     explained = groups.explain("backbone.pos_embed")
-    assert "neither a matrix nor a conv filter" in explained
+    assert "by adamw: a lookup table (no_weight_decay())" in explained
     # A rule moves a matrix to AdamW; its group follows.
     moved = build_param_groups(
         model,
@@ -250,3 +257,105 @@ def test_train_net_trains_and_resumes_regrouped_with_muon_adamw(tmp_path, caplog
     )
     rows = [line for line in (tmp_path / "metrics.json").read_text().splitlines() if "loss" in line]
     assert len(rows) == 6 and "lr/muon" in rows[-1] and "lr/head[wd=0.05]" in rows[-1]
+
+
+@pytest.mark.parametrize(
+    "builder, options",
+    [("default", {}), ("layer_decay", {"decay": 0.75}), ("rules", {})],
+)
+def test_a_hybrid_over_groups_that_route_nothing_to_muon_is_an_error(builder, options):
+    """Groups from a builder that does not route leave Muon empty: that would train plain AdamW
+    under the name Muon, so it is refused, saying what to use."""
+    groups = build_param_groups(vit(), builder=builder, lr=1e-3, weight_decay=0.1, **options)
+    with pytest.raises(ConfigError) as e:
+        MuonAdamW(groups)
+    message = str(e.value)
+    assert "\n" not in message
+    assert "MuonAdamW: no parameter is routed to 'muon'" in message
+    assert f"builder '{builder}'" in message
+    assert "optimizer.params.builder=muon" in message and "optimizer='muon'" in message
+
+
+def test_a_hybrid_with_nothing_on_adamw_is_an_error_too():
+    model = nn.Sequential(nn.Linear(8, 8, bias=False), nn.Linear(8, 8, bias=False))
+    groups = build_param_groups(
+        model, builder="rules", lr=1e-3, rules=[dict(match="*", optimizer="muon")]
+    )
+    with pytest.raises(ConfigError, match="no parameter is routed to 'adamw'"):
+        MuonAdamW(groups)
+
+
+def _stepped_hybrid(steps, seed=0):
+    """A ViT, its MuonAdamW and cosine schedule, after `steps` steps on fixed inputs."""
+    model = vit()
+    hybrid = MuonAdamW(build_param_groups(model, builder="muon", lr=1e-3, weight_decay=0.1))
+    scheduler = LRMultiplier(hybrid, build_schedule(name="cosine", warmup_length=0.25), 8)
+    _train(model, hybrid, scheduler, range(steps))
+    return model, hybrid, scheduler
+
+
+def _train(model, optimizer, scheduler, steps):
+    for step in steps:
+        optimizer.zero_grad()
+        x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(step))
+        model.backbone(x).square().sum().backward()
+        optimizer.step()
+        scheduler.step()
+
+
+def test_torch_style_load_state_dict_continues_bit_exactly():
+    """`load_state_dict(state_dict())` on a fresh MuonAdamW: both algorithms' state and every
+    group's hyperparameters come back, the parts keep sharing the groups the scheduler writes,
+    and the next steps equal those of an unbroken optimizer."""
+    unbroken_model, unbroken, unbroken_scheduler = _stepped_hybrid(4)
+    model, hybrid, scheduler = _stepped_hybrid(2)
+    saved = {"optimizer": hybrid.state_dict(), "scheduler": scheduler.state_dict()}
+    weights = {k: v.clone() for k, v in model.state_dict().items()}
+    model = vit()
+    model.load_state_dict(weights)
+    fresh = MuonAdamW(build_param_groups(model, builder="muon", lr=1e-3, weight_decay=0.1))
+    fresh_scheduler = LRMultiplier(fresh, build_schedule(name="cosine", warmup_length=0.25), 8)
+    fresh.load_state_dict(saved["optimizer"])
+    fresh_scheduler.load_state_dict(saved["scheduler"])
+    for group, old in zip(fresh.param_groups, hybrid.param_groups, strict=True):
+        assert group["lr"] == old["lr"] and group["initial_lr"] == old["initial_lr"]
+    for part in fresh.parts.values():  # the parts still hold the groups the scheduler writes
+        assert all(any(g is h for h in fresh.param_groups) for g in part.param_groups)
+    qkv = dict(model.named_parameters())["backbone.blocks.0.attn.qkv.weight"]
+    pos = dict(model.named_parameters())["backbone.pos_embed"]
+    assert "momentum_buffer" in fresh.parts["muon"].state[qkv]
+    assert "exp_avg" in fresh.parts["adamw"].state[pos]
+    _train(model, fresh, fresh_scheduler, range(2, 4))
+    for name, p in unbroken_model.named_parameters():
+        assert torch.equal(dict(model.named_parameters())[name], p), name
+    assert [g["lr"] for g in fresh.param_groups] == [g["lr"] for g in unbroken.param_groups]
+
+
+def test_load_state_dict_refuses_a_plain_optimizers_or_a_rerouted_state():
+    model, hybrid, _ = _stepped_hybrid(1)
+    plain = torch.optim.AdamW([{"params": g["params"]} for g in hybrid.param_groups])
+    with pytest.raises(ConfigError, match="was not saved by a hybrid optimizer"):
+        MuonAdamW(build_param_groups(model, builder="muon", lr=1e-3)).load_state_dict(
+            plain.state_dict()
+        )
+    saved = hybrid.state_dict()
+    for group in saved["param_groups"]:  # as if saved with the routes swapped
+        group["optimizer"] = {"muon": "adamw", "adamw": "muon"}[group["optimizer"]]
+    with pytest.raises(ConfigError, match="load_optimizer_state_by_name"):
+        MuonAdamW(build_param_groups(model, builder="muon", lr=1e-3)).load_state_dict(saved)
+
+
+@pytest.mark.slow
+def test_train_net_refuses_a_muon_config_whose_grouping_routes_nothing(tmp_path):
+    from tests._cli_batch import run_batch
+
+    config = ["--config", "projects/vit/muon_config.py", f"train.output_dir={tmp_path}"]
+    config += ["train.max_iter=2", "train.eval_period=0", "model.backbone.depth=1"]
+    (result,) = run_batch(
+        "tools/train_net.py", [[*config, "optimizer.params.builder=default"]], tmp_path
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    line = [ln for ln in result.stderr.splitlines() if ln.strip()][-1]
+    assert line.startswith("error: ") and "no parameter is routed to 'muon'" in line
+    assert "builder 'default'" in line and "optimizer.params.builder=muon" in line
