@@ -17,7 +17,7 @@ setup(
         "torchvision==0.29.1",
         "fvcore",
         "iopath",
-        "omegaconf>=2.3",
+        "omegaconf>=2.4",  # structured configs with Literal (the typed settings)
         "pycocotools",
         "tensorboard",
         "tqdm",

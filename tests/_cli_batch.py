@@ -21,6 +21,13 @@ import json, os, runpy, sys, tempfile, traceback
 script, cases_file, out_dir = sys.argv[1:4]
 module = runpy.run_path(script, run_name="pgtrain_cli_batch")  # imports, does not run cli()
 cases = json.load(open(cases_file))
+# Load each config once here, so the children share the imports its modules make (torchvision).
+for config in {a[a.index("--config") + 1] for a in cases if "--config" in a[:-1]}:
+    try:
+        from pgtrain.config import LazyConfig
+        LazyConfig.load(config)
+    except Exception:
+        pass  # a case about a broken config: its child reports it
 for i, argv in enumerate(cases):
     out = os.open(os.path.join(out_dir, f"{i}.out"), os.O_WRONLY | os.O_CREAT)
     err = os.open(os.path.join(out_dir, f"{i}.err"), os.O_WRONLY | os.O_CREAT)

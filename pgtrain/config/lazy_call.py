@@ -3,11 +3,13 @@
 import functools
 import importlib
 import inspect
+import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from pgtrain.config.hints import annotated_checks, hint_problem
 from pgtrain.errors import ConfigError, PgtrainError
 from pgtrain.utils.suggest import did_you_mean
 
@@ -15,6 +17,7 @@ __all__ = [
     "LazyCall",
     "accepts_keyword",
     "check_arguments",
+    "check_calls",
     "instantiate",
     "locate",
     "signature_keywords",
@@ -125,6 +128,67 @@ def instantiate(cfg: Any, _path: str = "") -> Any:
         ) from e
 
 
+def check_calls(cfg: Any, _path: str = "") -> None:
+    """Checks every call a config describes, calling nothing: each keyword is one the callable
+    takes and each value written in the config fits its type hint (see `check_arguments`).
+
+    A value that is an interpolation (``${..lr}``) is checked where it is written; a callable
+    that hands its keywords on to one it looks up by name declares a ``dispatch(kwargs)``
+    returning ``(callable, keywords, how to name it)`` (``build_param_groups`` and its builder).
+
+    Raises:
+        ConfigError: naming the config key, the value and what it must be.
+        RegistryError: a registry name that is not registered.
+    """
+    if isinstance(cfg, ListConfig):
+        for i, item in enumerate(cfg):
+            check_calls(item, _join(_path, str(i)))
+        return
+    if not isinstance(cfg, DictConfig):
+        return
+    for key in cfg.keys():
+        if not _is_interpolation(cfg, key):
+            check_calls(cfg._get_node(key), _join(_path, str(key)))
+    if TARGET not in cfg:
+        return
+    target = _get(cfg, TARGET, _path)
+    fn = locate(target) if isinstance(target, str) else target
+    kwargs = {
+        str(k): _plain(cfg, k, _path)
+        for k in cfg.keys()
+        if k != TARGET and not _is_interpolation(cfg, k) and not _has_call(cfg._get_node(k))
+    }
+    owner = None
+    if hasattr(fn, "dispatch"):
+        try:
+            fn, kwargs, owner = fn.dispatch(kwargs)
+        except PgtrainError as e:  # e.g. a registry name that is not registered
+            raise type(e)(f"{_path}: {e}") from e
+    check_arguments(fn, kwargs, _path, owner=owner, values=True)
+
+
+def _is_interpolation(cfg: DictConfig, key: Any) -> bool:
+    return OmegaConf.is_interpolation(cfg, key)
+
+
+def _has_call(node: Any) -> bool:
+    if isinstance(node, DictConfig):
+        return TARGET in node or any(_has_call(node._get_node(k)) for k in node.keys())
+    if isinstance(node, ListConfig):
+        return any(_has_call(node._get_node(i)) for i in range(len(node)))
+    return False
+
+
+def _plain(cfg: DictConfig, key: Any, path: str) -> Any:
+    value = _get(cfg, key, path)
+    if isinstance(value, DictConfig | ListConfig):
+        try:
+            return OmegaConf.to_container(value, resolve=True)
+        except Exception as e:  # an interpolation inside that does not resolve
+            raise ConfigError(f"{_join(path, str(key))}: {str(e).splitlines()[0]}") from e
+    return value
+
+
 def _get(cfg: Any, key: Any, path: str) -> Any:
     try:
         return cfg[key]
@@ -151,10 +215,17 @@ def accepts_keyword(fn: Callable[..., Any], name: str) -> bool:
 
 
 def check_arguments(
-    fn: Callable[..., Any], kwargs: Mapping[str, Any], path: str, *, owner: str | None = None
+    fn: Callable[..., Any],
+    kwargs: Mapping[str, Any],
+    path: str,
+    *,
+    owner: str | None = None,
+    values: bool = False,
 ) -> None:
     """Raises a ConfigError naming `path` if `fn` cannot take `kwargs`: an unknown keyword (with
-    close names and the ones it takes) or a missing required one.
+    close names and the ones it takes) or a missing required one; with `values`, also a value
+    that does not fit its type hint (``optimizer.lr: 'fast' must be a number``), the check of a
+    config before anything is built (arguments bound at run time may be missing then).
 
     The one argument check of configs, registries (`Registry.build`) and builders.
 
@@ -163,6 +234,8 @@ def check_arguments(
         kwargs: the keyword arguments it would get.
         path: the config key of the call, e.g. ``model.backbone`` (or "" for none).
         owner: how to name `fn` in the message (default: its import path).
+        values: check the values (plain config values) against `fn`'s type hints, and do not
+            require the arguments that are missing.
     """
     found = signature_keywords(fn)
     if found is None:
@@ -177,6 +250,9 @@ def check_arguments(
                     f"{where}unexpected keyword '{key}' for {who}{did_you_mean(key, accepted)}"
                     f" (it takes: {', '.join(accepted)})"
                 )
+    if values:
+        _check_values(fn, kwargs, path, who)
+        return
     params = inspect.signature(fn).parameters
     missing = [
         n
@@ -194,6 +270,28 @@ def check_arguments(
 
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
+
+
+def type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    """`fn`'s parameter type hints (a class's ``__init__``'s); {} where they cannot be read."""
+    target = fn.__init__ if inspect.isclass(fn) else fn
+    try:
+        return typing.get_type_hints(target, include_extras=True)
+    except Exception:  # hints naming what is not importable here, C functions: nothing to check
+        return {}
+
+
+def _check_values(fn: Callable[..., Any], kwargs: Mapping[str, Any], path: str, who: str) -> None:
+    hints = type_hints(fn)
+    for key, value in kwargs.items():
+        hint = hints.get(key)
+        if hint is None:
+            continue
+        problem = hint_problem(value, hint)
+        if problem:
+            raise ConfigError(f"{_join(path, key)}: {value!r} must be {problem} ({who}'s {key})")
+        for check in annotated_checks(hint):
+            check(value, _join(path, key))
 
 
 def to_plain(cfg: Any) -> Any:

@@ -6,7 +6,6 @@ from pgtrain.engine.defaults import (
     add_grouping_arguments,
     apply_grouping_arguments,
     check_output_dir,
-    check_run_config,
     collective_timeout,
     default_argument_parser,
     default_setup,
@@ -37,12 +36,21 @@ from pgtrain.engine.preemption import (
     train_preemptibly,
 )
 from pgtrain.engine.run import Run, build_run, loader_effective_batch, resume_training_state
+from pgtrain.engine.settings import (
+    TrainSettings,
+    check_run_config,
+    settings_markdown,
+    train_defaults,
+)
 from pgtrain.engine.trainer import AMPTrainer, Trainer
 
 __all__ = [
     "STALL_EXIT_CODE",
     "AMPTrainer",
     "Run",
+    "TrainSettings",
+    "settings_markdown",
+    "train_defaults",
     "add_grouping_arguments",
     "apply_grouping_arguments",
     "build_run",

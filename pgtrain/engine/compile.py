@@ -13,16 +13,32 @@ the first call's time is logged) and not again. ``train.compile`` chooses what i
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from pgtrain.config.schema import setting
 from pgtrain.errors import ConfigError
 
-__all__ = ["compile_model", "compile_optimizer_step", "compile_for_training"]
+__all__ = ["CompileSettings", "compile_model", "compile_optimizer_step", "compile_for_training"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CompileSettings:
+    """``train.compile``: torch.compile of the model and, separately, of the optimizer step."""
+
+    model: bool = setting(False, "compile the model (its first forward's time is logged)")
+    optimizer: bool = setting(
+        False, "compile the optimizer step, one graph for all groups (their LRs become tensors)"
+    )
+    backend: str = setting("inductor", "torch.compile's backend ('inductor', 'eager', ...)")
+    mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] | (
+        None
+    ) = setting(None, "torch.compile's mode", null="use torch's default")
 
 
 def compile_for_training(

@@ -1,17 +1,35 @@
 """Wrap a model in DistributedDataParallel when the run has more than one process."""
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel
 
+from pgtrain.config.schema import setting
 from pgtrain.utils import comm
 
-__all__ = ["create_ddp_model"]
+__all__ = ["DDPSettings", "create_ddp_model"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DDPSettings:
+    """``train.ddp``: DistributedDataParallel's options (under ``train.strategy=ddp``)."""
+
+    find_unused_parameters: bool = setting(
+        False, "let DDP handle parameters that get no gradient (slower; an unused branch)"
+    )
+    fp16_compression: bool = setting(False, "all-reduce gradients in float16 (CUDA only)")
+    broadcast_buffers: bool = setting(True, "sync buffers (BatchNorm statistics) every forward")
+    bucket_cap_mb: float | None = setting(
+        None, "gradient bucket size in MiB", gt=0, null="use DDP's default (25)"
+    )
+    gradient_as_bucket_view: bool = setting(False, "gradients as views into DDP's buckets")
+    static_graph: bool = setting(False, "the model uses the same parameters every iteration")
 
 
 def create_ddp_model(

@@ -9,6 +9,7 @@ import re
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -17,22 +18,21 @@ from iopath.common.file_io import g_pathmgr
 from omegaconf import DictConfig
 
 from pgtrain.config import LazyCall, LazyConfig
-from pgtrain.engine.parallel import sharded_checkpoints
-from pgtrain.engine.run_length import check_run_length
+from pgtrain.config.schema import setting
 from pgtrain.errors import ConfigError, PgtrainError
 from pgtrain.param_groups import build_param_groups
 from pgtrain.utils import comm
-from pgtrain.utils.checks import is_real, is_whole
+from pgtrain.utils.checks import is_real
 from pgtrain.utils.env import per_rank_seed, seed_all_rng
 from pgtrain.utils.file_io import is_local
 from pgtrain.utils.logger import setup_logger
 from pgtrain.utils.writers import ConsoleWriter, EventWriter, JSONWriter, TensorboardWriter
 
 __all__ = [
+    "RunSettings",
     "add_grouping_arguments",
     "apply_grouping_arguments",
     "check_output_dir",
-    "check_run_config",
     "collective_timeout",
     "save_config",
     "stall_timeout",
@@ -125,33 +125,47 @@ def _describe_grouping(params: Any) -> str:
     return f"builder '{builder}'" + (f" with {len(rules)} rule(s)" if rules else "")
 
 
-_DEVICES = ("auto", "cpu", "cuda")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 # What a run writes into train.output_dir that another run must not overwrite or prune.
 _RUN_FILE = re.compile(r"^(last_checkpoint|.+\.pth|.+\.dcp)$")
 
 
-def check_run_config(cfg: DictConfig) -> None:
-    """Checks the ``train`` values a run needs before it starts any process.
+def _device_check(value: str) -> str | None:
+    return None if _DEVICE.match(value) else "one of 'auto', 'cpu', 'cuda' or 'cuda:N'"
 
-    Raises:
-        ConfigError: Naming the key and what it accepts.
-    """
-    train = cfg.get("train")
-    if train is None:
-        raise ConfigError("the config has no 'train' section; import it from configs.common.train")
-    device = train.get("device", "auto")
-    if not isinstance(device, str) or device.split(":")[0] not in _DEVICES:
-        raise ConfigError(f"train.device={device!r} must be one of {', '.join(_DEVICES)}")
-    seed = train.get("seed", 0)
-    if seed is not None and not is_whole(seed):
-        raise ConfigError(
-            f"train.seed={seed!r} must be a whole number (a negative one, or null, draws one)"
-        )
-    check_run_length(train)
-    sharded_checkpoints(train)  # checks train.strategy and train.checkpoint.format
-    log_period = train.get("log_period", 1)
-    if not is_whole(log_period, at_least=1):
-        raise ConfigError(f"train.log_period={log_period!r} must be a positive whole number")
+
+@dataclass
+class RunSettings:
+    """Where a run writes, what it starts from, where it runs and how it is seeded."""
+
+    output_dir: str = setting("./output", "the run's folder: checkpoints, logs, config.yaml")
+    overwrite: bool = setting(
+        False,
+        "start a new run in a folder that holds another run's checkpoints, moving them into "
+        "output_dir/replaced_<time>/ first (else that is refused: continue it with --resume)",
+    )
+    init_checkpoint: str = setting(
+        "", "weights to start from (a path or URL); the parameters it lacks are reported fresh"
+    )
+    init_checkpoint_exclude: list[str] = setting(
+        [], "globs of init_checkpoint's keys to leave out (their parameters count as fresh)"
+    )
+    init_checkpoint_min_fraction: float = setting(
+        0.5,
+        "initial weights that provide less than this fraction of the parameters warn loudly "
+        "(none at all is an error)",
+        ge=0,
+        le=1,
+    )
+    device: str = setting(
+        "auto",
+        "where the model runs: 'auto' (CUDA when available), 'cpu', 'cuda'",
+        check=_device_check,
+        expects="one of 'auto', 'cpu', 'cuda' or 'cuda:N'",
+    )
+    seed: int | None = setting(
+        0, "each rank seeds with seed + rank; a negative seed draws one", null="draw one"
+    )
 
 
 def check_output_dir(output_dir: str, *, resume: bool, overwrite: bool = False) -> str | None:

@@ -13,22 +13,43 @@ resumed run continues the same average, bit for bit.
 
 import logging
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
+from pgtrain.config.schema import setting
 from pgtrain.engine.hook_base import HookBase
 from pgtrain.errors import ConfigError
 from pgtrain.utils import comm
 from pgtrain.utils.checks import is_real, is_whole
 
-__all__ = ["EMAHook"]
+__all__ = ["EMAHook", "EMASettings"]
 
 logger = logging.getLogger(__name__)
 
 _BUFFERS = ("average", "copy")
+
+
+@dataclass
+class EMASettings:
+    """``train.ema``: an exponential moving average of the weights, evaluated and saved."""
+
+    enabled: bool = setting(False, "keep an EMA of the weights (saved in every checkpoint)")
+    decay: float = setting(0.9998, "the average's decay per update", ge=0, lt=1)
+    warmup: bool = setting(True, "raise the decay from about 0.1 to `decay` over the first updates")
+    period: int = setting(1, "update the average after every `period` optimizer steps", ge=1)
+    buffers: Literal["average", "copy"] = setting(
+        "average", "BatchNorm statistics: averaged like the weights, or copied from the model"
+    )
+    device: str | None = setting(
+        None, "where the average lives ('cpu' saves GPU memory)", null="keep it on the model's"
+    )
+    evaluate: Literal["model", "ema", "both"] = setting(
+        "both", "what evaluations report: the model, the average (metrics under ema/), or both"
+    )
 
 
 class EMAHook(HookBase):

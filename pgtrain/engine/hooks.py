@@ -5,11 +5,14 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 
+from pgtrain.config.schema import setting
 from pgtrain.engine.hook_base import HookBase
+from pgtrain.engine.run_length import period_setting
 from pgtrain.errors import ConfigError, DivergedError
 from pgtrain.param_groups import named_groups
 from pgtrain.param_groups.names import param_group_names
@@ -27,9 +30,25 @@ __all__ = [
     "NonFiniteLossGuard",
     "BatchSizeLRScalingHook",
     "UnusedParameterCheck",
+    "HookSettings",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class HookSettings:
+    """What the default hooks read: evaluation and logging periods, the unused-parameter check."""
+
+    eval_period: int | str = period_setting(
+        500, "evaluate every `eval_period` iterations (or epochs: '2ep'); 0: only at the end", 0
+    )
+    log_period: int = setting(20, "write the metrics (every group's LR included) this often", ge=1)
+    unused_params: Literal["warn", "error", "off"] = setting(
+        "warn",
+        "trainable parameters with no gradient in the first iteration: list them once, stop the "
+        "run, or do not check",
+    )
 
 
 class IterationTimer(HookBase):

@@ -18,6 +18,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -26,13 +27,27 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from pgtrain import errors
+from pgtrain.config.schema import setting
 from pgtrain.engine.preemption import PREEMPTION_SIGNALS, STALL_EXIT_CODE
 from pgtrain.errors import ConfigError, PgtrainError
 from pgtrain.utils import comm
 
-__all__ = ["launch", "DEFAULT_TIMEOUT"]
+__all__ = ["launch", "DEFAULT_TIMEOUT", "LaunchSettings"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LaunchSettings:
+    """What the processes of a run agree on: how long a collective waits for the others."""
+
+    dist_timeout_s: float | None = setting(
+        None,
+        "seconds a collective waits for the other ranks; a rank silent for half of it (at most "
+        "60 s) is named and the job exits with status 75",
+        gt=0,
+        null="wait 600 s on gloo, 1800 s on NCCL",
+    )
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 """How long a collective may wait for the other ranks before it fails."""

@@ -14,17 +14,21 @@ then the whole model, so the rest (embeddings, head) is one more unit.
 import fnmatch
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from pgtrain.engine.ddp import create_ddp_model
+from pgtrain.config.schema import section, setting
+from pgtrain.engine.ddp import DDPSettings, create_ddp_model
 from pgtrain.errors import ConfigError
 from pgtrain.utils import comm
 from pgtrain.utils.suggest import did_you_mean
 
 __all__ = [
+    "FSDPSettings",
+    "ParallelSettings",
     "STRATEGIES",
     "parallelize",
     "shard_model",
@@ -36,6 +40,34 @@ logger = logging.getLogger(__name__)
 
 STRATEGIES = ("ddp", "fsdp")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+_DType = Literal["bf16", "fp16", "fp32"]
+
+
+@dataclass
+class FSDPSettings:
+    """``train.fsdp``: how FSDP2 shards the model (under ``train.strategy=fsdp``)."""
+
+    shard: list[str] = setting(
+        [], "modules sharded as units: class names ('Block') or globs of module names"
+    )
+    reshard_after_forward: bool = setting(True, "free the gathered parameters after the forward")
+    param_dtype: _DType | None = setting(
+        None, "the dtype parameters compute in", null="keep the parameters' own"
+    )
+    reduce_dtype: _DType | None = setting(
+        None, "the dtype gradients are reduced in", null="keep the parameters' own"
+    )
+
+
+@dataclass
+class ParallelSettings:
+    """How the processes share the model: replicated (DDP) or sharded (FSDP2)."""
+
+    strategy: Literal["ddp", "fsdp"] = setting(
+        "ddp", "'ddp' replicates the model; 'fsdp' shards parameters, gradients, optimizer state"
+    )
+    ddp: DDPSettings = section(DDPSettings, "DistributedDataParallel's options")
+    fsdp: FSDPSettings = section(FSDPSettings, "FSDP2's options")
 
 
 def parallelize(model: nn.Module, train: Mapping[str, Any]) -> nn.Module:

@@ -1,12 +1,24 @@
 """ParamGroupStatsHook: per-group gradient norm, weight norm and update-to-weight ratio."""
 
+from dataclasses import dataclass
+
 import torch
 
+from pgtrain.config.schema import setting
 from pgtrain.engine.hook_base import HookBase
 from pgtrain.param_groups.names import param_group_names
 from pgtrain.utils import comm
 
-__all__ = ["ParamGroupStatsHook"]
+__all__ = ["ParamGroupStatsHook", "ParamGroupStatsSettings"]
+
+
+@dataclass
+class ParamGroupStatsSettings:
+    """``train.param_group_stats_period``: how often the per-group statistics are recorded."""
+
+    param_group_stats_period: int = setting(
+        100, "record each group's grad norm, weight norm and update ratio this often; 0: off", ge=0
+    )
 
 
 class ParamGroupStatsHook(HookBase):

@@ -1,12 +1,34 @@
 """PeriodicCheckpointer: the hook that saves a checkpoint every few iterations and at the end."""
 
+from dataclasses import dataclass
+from typing import Literal
+
 from pgtrain.checkpoint.checkpointer import Checkpointer
+from pgtrain.config.schema import setting
 from pgtrain.engine.hook_base import HookBase
+from pgtrain.engine.run_length import period_setting
 from pgtrain.errors import ConfigError
 from pgtrain.solver.optimizer_modes import eval_mode
 from pgtrain.utils.checks import is_whole
 
-__all__ = ["PeriodicCheckpointer"]
+__all__ = ["CheckpointSettings", "PeriodicCheckpointer"]
+
+
+@dataclass
+class CheckpointSettings:
+    """``train.checkpoint``: when checkpoints are saved, how many are kept, and their format."""
+
+    period: int | str = period_setting(
+        500, "save every `period` iterations (or epochs: '2ep') and at the end", 1
+    )
+    keep_last: int | None = setting(
+        3, "keep the last `keep_last` numbered checkpoints (this run's only)", ge=1, null="keep all"
+    )
+    format: Literal["auto", "file", "sharded"] = setting(
+        "auto",
+        "'file': one .pth written by rank 0; 'sharded': a .dcp folder every process writes its "
+        "shards into; 'auto': sharded under FSDP (either loads into any run)",
+    )
 
 
 class PeriodicCheckpointer(HookBase):

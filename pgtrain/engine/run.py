@@ -21,6 +21,7 @@ from pgtrain.config import instantiate
 from pgtrain.engine.defaults import resolve_device
 from pgtrain.engine.parallel import parallelize, sharded_checkpoints
 from pgtrain.engine.run_length import RunLength, needs_epoch_length
+from pgtrain.engine.settings import check_run_config
 from pgtrain.errors import CheckpointError
 from pgtrain.param_groups import ParamGroups, format_param_group_table
 from pgtrain.solver import (
@@ -125,6 +126,8 @@ def build_run(
         PgtrainError: anything in the config that does not fit (named by its key).
     """
     cfg = copy.deepcopy(cfg)  # building binds the run's objects into the config: not the caller's
+    if "train" in cfg:  # a tool checked it already; tests and benchmarks may call this directly
+        check_run_config(cfg)  # typed values, every default filled in, before the model exists
     train = cfg.get("train") or {}
     device = resolve_device(train.get("device", "auto")) if device is None else device
     model = instantiate(cfg.model, "model").to(device)

@@ -13,18 +13,55 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from pgtrain.config.schema import setting
 from pgtrain.errors import ConfigError
-from pgtrain.utils.checks import is_real, is_whole
 
-__all__ = ["RunLength", "check_run_length", "iterations_of", "needs_epoch_length"]
+__all__ = [
+    "RunLength",
+    "RunLengthSettings",
+    "check_run_length",
+    "iterations_of",
+    "needs_epoch_length",
+    "period_setting",
+]
 
 _EPOCHS = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*ep(?:och)?s?\s*$")
 # The periods that may be given in epochs, as paths under `train`.
 PERIOD_KEYS = ("eval_period", "checkpoint.period")
+# What a period may be, for messages and the settings reference.
+PERIOD = "a whole number of iterations >= {least}, or epochs written like '2ep'"
+
+
+def period_setting(default: int, doc: str, least: int) -> Any:
+    """Declares a period setting (``int | str``): iterations (at least `least`) or epochs
+    written ``"2ep"``; see `pgtrain.config.schema.setting`."""
+    expects = PERIOD.format(least=least)
+
+    def check(value: Any) -> str | None:
+        fine = _EPOCHS.match(value) if isinstance(value, str) else value >= least
+        return None if fine else expects
+
+    return setting(default, doc, check=check, expects=expects)
+
+
+@dataclass
+class RunLengthSettings:
+    """The run's length: ``train.max_iter`` optimizer steps or ``train.epochs`` passes."""
+
+    max_iter: int | None = setting(
+        1000, "optimizer steps to train", ge=1, null="train by train.epochs"
+    )
+    epochs: float | None = setting(
+        None, "passes over the train dataset to train", gt=0, null="train by train.max_iter"
+    )
+    iters_per_epoch: int | None = setting(
+        None, "set by the run from the train dataset's length and the batch; not a setting", ge=1
+    )
 
 
 def check_run_length(train: Any) -> None:
-    """Checks that exactly one of ``train.max_iter`` and ``train.epochs`` is set, and its value.
+    """Checks that exactly one of ``train.max_iter`` and ``train.epochs`` is set (their values
+    are checked by `RunLengthSettings`).
 
     Raises:
         ConfigError: Naming the key(s) and what to write instead.
@@ -32,23 +69,12 @@ def check_run_length(train: Any) -> None:
     max_iter, epochs = train.get("max_iter"), train.get("epochs")
     if max_iter is not None and epochs is not None:
         raise ConfigError(
-            f"train.max_iter={max_iter} and train.epochs={epochs} are both set, and the run's "
+            f"train.max_iter={max_iter} and train.epochs={epochs:g} are both set, and the run's "
             "length comes from one of them: add train.max_iter=null to train by epochs (or "
             "train.epochs=null to train by iterations)"
         )
     if max_iter is None and epochs is None:
         raise ConfigError("set train.max_iter (iterations) or train.epochs (train dataset passes)")
-    if epochs is not None and not (is_real(epochs) and epochs > 0):
-        raise ConfigError(f"train.epochs={epochs!r} must be a positive number")
-    if max_iter is not None and not is_whole(max_iter, at_least=1):
-        raise ConfigError(f"train.max_iter={max_iter!r} must be a positive whole number")
-    for key in PERIOD_KEYS:
-        value = _get(train, key)
-        if isinstance(value, str) and not _EPOCHS.match(value):
-            raise ConfigError(
-                f"train.{key}={value!r} must be a whole number of iterations or epochs written "
-                "like '2ep'"
-            )
 
 
 def needs_epoch_length(cfg: Any) -> bool:

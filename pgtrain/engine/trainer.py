@@ -5,11 +5,13 @@ import logging
 import time
 import weakref
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from pgtrain.config.schema import section, setting
 from pgtrain.engine.hook_base import HookBase
 from pgtrain.errors import ConfigError
 from pgtrain.param_groups.state import (
@@ -21,9 +23,32 @@ from pgtrain.solver.optimizer_modes import group_state_keys, train_mode
 from pgtrain.utils import comm
 from pgtrain.utils.events import EventStorage, event_storage
 
-__all__ = ["Trainer", "AMPTrainer"]
+__all__ = ["AMPSettings", "AMPTrainer", "Trainer", "TrainerSettings"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AMPSettings:
+    """``train.amp``: automatic mixed precision (`AMPTrainer`)."""
+
+    enabled: bool = setting(False, "run forward and loss in lower precision")
+    precision: Literal["bf16", "fp16"] = setting(
+        "bf16", "bf16 on CPU or CUDA; fp16 (with a gradient scaler) on CUDA only"
+    )
+
+
+@dataclass
+class TrainerSettings:
+    """What the training loop reads: micro-batches per step, gradient clipping, AMP."""
+
+    accumulation: int = setting(
+        1, "micro-batches per optimizer step (their gradients add up)", ge=1
+    )
+    clip_grad_norm: float | None = setting(
+        None, "clip the gradients to this global L2 norm", gt=0, null="turn clipping off"
+    )
+    amp: AMPSettings = section(AMPSettings, "automatic mixed precision")
 
 
 class Trainer:

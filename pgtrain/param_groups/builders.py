@@ -15,8 +15,8 @@ A project adds its own with ``@PARAM_GROUP_BUILDERS.register("name")``; building
 import contextlib
 import gc
 import inspect
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from typing import Annotated, Any
 
 from torch import nn
 
@@ -53,7 +53,8 @@ PARAM_GROUP_BUILDERS = Registry(
     "project's on importing its module from its config file",
 )
 
-RuleSpecs = Iterable[Mapping[str, Any] | Rule]
+# Rules as a config writes them; `check_calls` checks them with `parse_rules` before any model.
+RuleSpecs = Annotated[Iterable[Mapping[str, Any] | Rule], parse_rules]
 
 
 def weight_decay_exemptions() -> list[dict[str, Any]]:
@@ -121,6 +122,16 @@ def build_param_groups(
         if isinstance(groups, ParamGroups):  # made by plan_param_groups / audit_param_groups
             return groups
         return audit_param_groups(model, groups, builder=builder)
+
+
+def _builder_of(options: dict[str, Any]) -> tuple[Callable[..., Any], dict[str, Any], str]:
+    """What checks `build_param_groups`' options before a model exists: the builder they go to."""
+    builder = options.get("builder", "rules")
+    rest = {k: v for k, v in options.items() if k != "builder"}
+    return PARAM_GROUP_BUILDERS.get(builder), rest, f"builder '{builder}'"
+
+
+build_param_groups.dispatch = _builder_of  # type: ignore[attr-defined]
 
 
 def plan_param_groups(

@@ -7,10 +7,12 @@ Every group is scaled by the same factor, so the ratios between groups stay.
 """
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 
+from pgtrain.config.schema import setting
 from pgtrain.errors import ConfigError
 from pgtrain.param_groups.names import param_group_names
 from pgtrain.solver._checks import number, positive_int
@@ -20,6 +22,7 @@ from pgtrain.utils.suggest import did_you_mean
 __all__ = [
     "RULES",
     "BatchSizeLRScaling",
+    "LRScalingSettings",
     "describe_lr_scaling",
     "effective_batch_size",
     "lr_scale_factor",
@@ -27,6 +30,20 @@ __all__ = [
 ]
 
 RULES = ("linear", "sqrt")
+
+
+@dataclass
+class LRScalingSettings:
+    """``train.lr_scaling``: scale every group's LR with the effective batch size."""
+
+    reference_batch: int | None = setting(
+        None,
+        "the batch the config's LRs are tuned for; the run's effective batch scales them",
+        ge=1,
+        null="not scale (unless dynamic)",
+    )
+    rule: Literal["linear", "sqrt"] = setting("linear", "LR x ratio, or LR x sqrt(ratio)")
+    dynamic: bool = setting(False, "rescale whenever the batch size changes during training")
 
 
 def effective_batch_size(

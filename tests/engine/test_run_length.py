@@ -97,8 +97,8 @@ def test_an_epoch_unit_schedule_alone_builds_the_loader_for_its_length():
     [
         (["train.epochs=3"], r"train.max_iter=300 and train.epochs=3 are both set.*max_iter=null"),
         (["train.max_iter=null"], "set train.max_iter .* or train.epochs"),
-        (["train.max_iter=null", "train.epochs=0"], "train.epochs=0 must be a positive number"),
-        (["train.eval_period=2epochz"], "train.eval_period='2epochz' must be a whole number"),
+        (["train.max_iter=null", "train.epochs=0"], "train.epochs: 0 must be a number > 0"),
+        (["train.eval_period=2epochz"], "train.eval_period: .2epochz. must be a whole number"),
     ],
 )
 def test_the_length_is_set_once_and_clearly(overrides, match):

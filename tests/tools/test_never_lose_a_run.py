@@ -309,15 +309,15 @@ CASES = {
         _empty_annotations,
         "dataloader.train.dataset: the COCOInstanceDataset is empty (",
     ),
-    "train.device=gpu": (lambda t: ["train.device=gpu"], "train.device='gpu' must be one of"),
-    "train.seed=abc": (lambda t: ["train.seed=abc"], "train.seed='abc' must be a whole number"),
+    "train.device=gpu": (lambda t: ["train.device=gpu"], "train.device: 'gpu' must be one of"),
+    "train.seed=abc": (lambda t: ["train.seed=abc"], "train.seed: 'abc' must be a whole number"),
     "train.log_period=0": (
         lambda t: ["train.log_period=0"],
-        "train.log_period=0 must be a positive whole number",
+        "train.log_period: 0 must be a whole number >= 1",
     ),
     "train.eval_period=-1": (
         lambda t: ["train.eval_period=-1"],
-        "train.eval_period=-1 must be a whole number >= 0",
+        "train.eval_period: -1 must be a whole number of iterations >= 0",
     ),
     "optimizer.momentum=2": (
         lambda t: ["optimizer.momentum=2"],
@@ -357,15 +357,16 @@ def test_bad_input_is_one_line_naming_the_key_or_path(case, bad_input_runs):
 
 
 def test_a_user_error_in_a_spawned_process_is_one_line(tmp_path):
-    # The error is raised inside each of the two worker processes (the eval hook is built
-    # there) and travels back to the launcher as data, not as a traceback to be parsed.
+    # The error is raised inside each of the two worker processes (the shard units are found
+    # on the model) and travels back to the launcher as data, not as a traceback to be parsed.
     proc = train_net(
         "--config",
         TOY,
         "--num-processes",
         "2",
         f"train.output_dir={tmp_path / 'run'}",
-        "train.eval_period=-1",
+        "train.strategy=fsdp",
+        "train.fsdp.shard=[Blok]",  # found only when the model exists, in each worker
     )
     line = one_line_error(proc)
-    assert line.startswith("error: train.eval_period=-1 must be a whole number >= 0"), line
+    assert line.startswith("error: train.fsdp.shard: 'Blok' matches no module class"), line

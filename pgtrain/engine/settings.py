@@ -1,0 +1,161 @@
+"""The ``train`` section: every setting a run reads, declared by the component that reads it.
+
+`TrainSettings` gathers the components' declarations (`setting` / `section` dataclasses): the run
+(`RunSettings`), its length, the trainer, the default hooks, checkpointing, the strategy, the
+launch, compile, EMA and batch-size LR scaling. `check_run_config` validates a whole config once,
+before any process starts and before any model is built: the ``train`` section against these
+declarations, the rules that tie keys together, and every call the config describes against the
+callable's own signature and type hints. ``tools/settings_reference.py`` writes the reference
+(docs/settings.md) from the same declarations.
+"""
+
+import json
+from dataclasses import dataclass, fields
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from pgtrain.config import check_calls
+from pgtrain.config.schema import (
+    section,
+    settings_defaults,
+    settings_reference,
+    validate_settings,
+)
+from pgtrain.engine.compile import CompileSettings
+from pgtrain.engine.defaults import RunSettings
+from pgtrain.engine.ema import EMASettings
+from pgtrain.engine.hooks import HookSettings
+from pgtrain.engine.launch import LaunchSettings
+from pgtrain.engine.parallel import ParallelSettings, sharded_checkpoints
+from pgtrain.engine.param_group_stats import ParamGroupStatsSettings
+from pgtrain.engine.periodic_checkpointer import CheckpointSettings
+from pgtrain.engine.run_length import RunLengthSettings, check_run_length
+from pgtrain.engine.trainer import TrainerSettings
+from pgtrain.errors import ConfigError
+from pgtrain.solver.lr_scaling import LRScalingSettings
+
+__all__ = ["TrainSettings", "check_run_config", "settings_markdown", "train_defaults"]
+
+
+@dataclass
+class TrainSettings(  # the last base's settings come first (dataclasses' order)
+    LaunchSettings,
+    ParallelSettings,
+    ParamGroupStatsSettings,
+    HookSettings,
+    TrainerSettings,
+    RunLengthSettings,
+    RunSettings,
+):
+    """``train``: the settings of a run (each base class is one component's declaration)."""
+
+    checkpoint: CheckpointSettings = section(CheckpointSettings, "checkpoints")
+    lr_scaling: LRScalingSettings = section(LRScalingSettings, "batch-size LR scaling")
+    compile: CompileSettings = section(CompileSettings, "torch.compile")
+    ema: EMASettings = section(EMASettings, "an EMA of the weights")
+
+
+def train_defaults() -> dict:
+    """Every ``train`` setting at its default: the ``train`` of ``configs/common/train.py``."""
+    return settings_defaults(TrainSettings)
+
+
+def check_run_config(cfg: DictConfig) -> None:
+    """Validates a config before anything is built; writes the ``train`` values back converted
+    (``"no"`` -> False, ``"1e-3"`` -> 0.001) with every default filled in.
+
+    Raises:
+        ConfigError: one line naming the key, the value and what it may be.
+        RegistryError: a registry name (a builder, a schedule) that is not registered.
+    """
+    if cfg.get("train") is None:
+        raise ConfigError("the config has no 'train' section; import it from configs.common.train")
+    given = _resolved(cfg, "train")
+    train = validate_settings(TrainSettings, given, "train")
+    _check_combinations(train)
+    _write_back(cfg.train, train)
+    for key in cfg.keys():
+        if key != "train" and not OmegaConf.is_interpolation(cfg, key):
+            check_calls(cfg._get_node(key), str(key))
+
+
+def _resolved(cfg: DictConfig, key: str) -> dict:
+    try:
+        return OmegaConf.to_container(cfg[key], resolve=True)
+    except Exception as e:  # an interpolation that does not resolve
+        raise ConfigError(f"{key}: {str(e).splitlines()[0]}") from e
+
+
+def _check_combinations(train: dict[str, Any]) -> None:
+    """The rules that tie settings together (each names the keys and what to change)."""
+    check_run_length(train)
+    sharded_checkpoints(train)  # train.checkpoint.format=file cannot save an FSDP run
+    if train["ema"]["enabled"] and train["strategy"] == "fsdp":
+        raise ConfigError(
+            "train.ema.enabled=True is not available with train.strategy=fsdp yet; use ddp, or "
+            "turn train.ema.enabled off"
+        )
+    amp = train["amp"]
+    if amp["enabled"] and amp["precision"] == "fp16" and train["device"] == "cpu":
+        raise ConfigError(
+            "train.amp.precision=fp16 needs CUDA (train.device=cpu); use train.amp.precision=bf16"
+        )
+
+
+def _write_back(node: DictConfig, values: dict[str, Any]) -> None:
+    """Puts the converted values into the config, keeping interpolations as they are."""
+    for key, value in values.items():
+        if key in node and OmegaConf.is_interpolation(node, key):
+            continue
+        if isinstance(value, dict) and isinstance(node.get(key), DictConfig):
+            _write_back(node[key], value)
+        else:
+            node[key] = value
+
+
+def settings_markdown() -> str:
+    """The settings reference (docs/settings.md): every key, its type, default and meaning."""
+    lines = [
+        "# Settings reference",
+        "",
+        "Every setting of a run's `train` section: its type, default, what it may be and what it",
+        "means. Generated from the components' declarations by",
+        "`python tools/settings_reference.py --write docs/settings.md`; a test keeps it current.",
+        "A value outside what a key may be stops the run before anything is built, with one",
+        "line naming the key, e.g. `train.clip_grad_norm: 0 must be a number > 0, or null to`",
+        "`turn clipping off`. Override any key on the command line: `train.ema.enabled=true`.",
+        "",
+        "Values set on calls (`optimizer.lr`, `model.num_classes`, a rule's `lr_mult`) are checked",
+        "against the callable's own signature and type hints (and rules against their kinds,",
+        "see `pgtrain/param_groups/rules.py`) at the same moment.",
+        "",
+    ]
+    parts = [(c, _own_rows(c)) for c in reversed(TrainSettings.__mro__[1:-1])]
+    for f in fields(TrainSettings):
+        if f.name not in {name for c, _ in parts for name in c.__dataclass_fields__}:
+            parts.append((f.type, settings_reference(f.type, f"train.{f.name}")))
+    for component, rows in parts:
+        lines += [f"## {component.__name__}", "", _first_line(component), ""]
+        lines += [
+            f"Declared in `{component.__module__.replace('.', '/')}.py`.",
+            "",
+            "| key | type | default | allowed | meaning |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for row in rows:
+            default = json.dumps(row.default).replace('"', "'")
+            cells = [f"`{row.key}`", row.type, f"`{default}`", row.allowed, row.doc]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _own_rows(component: type) -> list:
+    """The reference rows of the fields `component` declares itself (not its bases')."""
+    own = set(component.__dict__.get("__annotations__", {}))
+    return [row for row in settings_reference(component, "train") if row.key.split(".")[1] in own]
+
+
+def _first_line(component: type) -> str:
+    return (component.__doc__ or "").strip().splitlines()[0]
