@@ -128,6 +128,9 @@ class Checkpointer:
         """Writes ``save_dir/<name>.pth`` (sharded: ``<name>.dcp/``) atomically and points
         ``last_checkpoint`` at it.
 
+        In a multi-process run every process calls it (the hooks do): it gathers every rank's
+        RNG states, so each rank's random streams continue on resume.
+
         Args:
             name: File name without ``.pth``, e.g. ``model_0000099``.
             **extra: Plain values to store, e.g. ``iteration=99``.
@@ -140,7 +143,12 @@ class Checkpointer:
             CheckpointError: The model has NaN/Inf values (nothing is written), a state holds
                 objects other than tensors and plain values, or the file could not be written.
         """
-        if not self.save_dir or not (self.save_to_disk or self.sharded):
+        if not self.save_dir:
+            return None
+        # Every rank's random streams (dropout, augmentation), gathered while every rank is here:
+        # restoring rank 0's alone would restart the other ranks' streams on resume.
+        rng = _rng_of_every_rank()
+        if not (self.save_to_disk or self.sharded):
             return None
         if not name or os.path.basename(name) != name:
             raise CheckpointError(
@@ -149,7 +157,7 @@ class Checkpointer:
         clash = sorted(set(extra) & self._reserved_keys())
         if clash:
             raise CheckpointError(f"save(): extra keys {clash} clash with saved state; rename them")
-        data = self._gather(name, extra)
+        data = self._gather(name, extra, rng)
         if not self._cleaned_up and self.save_to_disk:  # leftovers of a run killed while saving
             self._cleaned_up = True
             for stale in remove_stale_temp_files(self.save_dir):
@@ -179,14 +187,14 @@ class Checkpointer:
         self._prune(name)
         return path
 
-    def _gather(self, name: str, extra: dict[str, Any]) -> dict[str, Any]:
+    def _gather(self, name: str, extra: dict[str, Any], rng: dict[str, Any]) -> dict[str, Any]:
         """Collects everything `save` writes, after checking it is finite and plain."""
         model_state = self.model.state_dict()
         self._check_finite(model_state, name)
         data: dict[str, Any] = {"model": model_state}
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
-        data["rng"] = capture_rng_states()
+        data["rng"] = rng
         data["fresh"] = list(self.fresh)
         data.update(extra)
         for key, value in data.items():
@@ -451,6 +459,13 @@ class Checkpointer:
     def _join(self, name: str) -> str:
         """Returns the path of `name` inside save_dir."""
         return os.path.join(self.save_dir, name)
+
+
+def _rng_of_every_rank() -> dict[str, Any]:
+    """Rank 0's RNG states, with every rank's under ``per_rank`` when there are several (a
+    collective: every rank calls it)."""
+    states = comm.all_gather(capture_rng_states())
+    return {**states[0], "per_rank": states} if len(states) > 1 else states[0]
 
 
 def _restore_rng(state: Any, path: str) -> bool:

@@ -36,10 +36,23 @@ def capture_rng_states() -> dict[str, Any]:
 def restore_rng_states(state: dict[str, Any]) -> bool:
     """Restores what `capture_rng_states` returned; returns whether it did.
 
-    In a multi-process run only rank 0 restores: the file holds rank 0's states, and copying
-    them to every rank would give all ranks the same random stream (same augmentations).
+    A multi-process checkpoint holds every rank's states under ``per_rank``: each rank restores
+    its own when the number of processes is the same. Otherwise only rank 0 restores (the
+    top-level states are rank 0's): copying them to every rank would give all ranks the same
+    random stream (same augmentations).
     """
-    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    per_rank = state.get("per_rank")
+    if isinstance(per_rank, list | tuple) and len(per_rank) == world:
+        state = per_rank[rank]
+    elif rank != 0:
+        if per_rank is not None:
+            logger.warning(
+                "RNG states of %d processes in the checkpoint, %d in this run: rank %d's random "
+                "streams start anew",
+                *(len(per_rank), world, rank),
+            )
         return False
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))

@@ -22,7 +22,7 @@ from pgtrain.engine.defaults import resolve_device
 from pgtrain.engine.parallel import parallelize, sharded_checkpoints
 from pgtrain.engine.run_length import RunLength, needs_epoch_length
 from pgtrain.engine.settings import check_run_config
-from pgtrain.errors import CheckpointError
+from pgtrain.errors import CheckpointError, ConfigError
 from pgtrain.param_groups import ParamGroups, format_param_group_table
 from pgtrain.solver import (
     BatchSizeLRScaling,
@@ -32,6 +32,7 @@ from pgtrain.solver import (
     effective_batch_size,
 )
 from pgtrain.utils import comm
+from pgtrain.utils.checks import is_whole
 
 __all__ = ["Run", "build_run", "loader_effective_batch", "resume_training_state"]
 
@@ -161,7 +162,9 @@ def build_run(
     scaling = train.get("lr_scaling") or {}
     reference, dynamic = scaling.get("reference_batch"), scaling.get("dynamic")
     loader, batch, length = None, None, None
-    if with_loader or reference or dynamic or needs_epoch_length(cfg):
+    # A resumed checkpoint that knows its batch: this run's batch decides where it continues.
+    position = _checkpoint_position(weights) if weights.resumed else None
+    if with_loader or reference or dynamic or needs_epoch_length(cfg) or position:
         loader = instantiate(cfg.dataloader.train, "dataloader.train")
         batch = loader_effective_batch(loader, train.get("accumulation", 1))
         # Epochs become iterations here, before anything (the schedule) reads the length.
@@ -169,6 +172,8 @@ def build_run(
         length.apply(train)
         if described := length.describe():
             logger.info("Run length: %s", described)
+    if position and batch is not None and batch != position[1]:
+        _convert_position(weights, train, *position, batch)
     scheduler = build_lr_scheduler(cfg.get("lr_scheduler"), optimizer)
     lr_scaling = None
     if reference or dynamic:
@@ -212,6 +217,79 @@ def _check_resumable(weights: CheckpointReport) -> None:
             f"from it; start a new run from it with train.init_checkpoint={weights.path} and "
             "another train.output_dir"
         )
+
+
+def _checkpoint_position(weights: CheckpointReport) -> tuple[int | None, int] | None:
+    """The samples a resumed checkpoint has seen and its effective batch, as its trainer state
+    records them; for an older checkpoint (no samples), the batch its dynamic batch-size LR
+    scaling kept, if any; None when the batch is unknown."""
+    trainer = weights.contents.get("trainer")
+    trainer = trainer if isinstance(trainer, dict) else {}
+    samples, batch = trainer.get("samples_seen"), trainer.get("batch")
+    if is_whole(samples, at_least=0) and is_whole(batch, at_least=1):
+        return samples, batch
+    scaling = (trainer.get("hooks") or {}).get("BatchSizeLRScalingHook") or {}
+    batch = scaling.get("batch") if isinstance(scaling, dict) else None
+    return (None, batch) if is_whole(batch, at_least=1) else None
+
+
+def _convert_position(
+    weights: CheckpointReport, train: Any, samples: int | None, old: int, new: int
+) -> None:
+    """Moves a resumed checkpoint's position (trained at batch `old`) to this run's batch `new`:
+    the same samples seen, so the data, the schedule's fraction and the epochs continue.
+
+    Raises:
+        CheckpointError: the samples seen are unknown or not a whole number of new batches.
+        ConfigError: ``train.max_iter`` is given in iterations, whose meaning the batch changes.
+    """
+    path, last = weights.path, weights.extra["iteration"]
+    if samples is None:
+        raise CheckpointError(
+            f"{path} does not record the samples it has seen (saved by an older pgtrain) and "
+            f"trained at effective batch {old}, this run at {new}; resume at batch {old}, or "
+            f"start a new run from its weights with train.init_checkpoint={path}"
+        )
+    if train.get("epochs") is None:
+        raise ConfigError(
+            f"train.max_iter={train.max_iter} counts optimizer steps, and this run's effective "
+            f"batch ({new}) is not the checkpoint's ({old}), so it would mean other data: give "
+            f"the length in epochs (train.max_iter=null train.epochs=...) to convert it, or "
+            f"resume at batch {old}"
+        )
+    if samples % new:
+        raise CheckpointError(
+            f"{path} has seen {samples:,} samples (batch {old}), not a whole number of batches "
+            f"of {new} (this run's effective batch); resume at a batch that divides it (such "
+            f"as {old}), or train on at {old} to a checkpoint whose samples it divides"
+        )
+    moved = samples // new - 1
+    logger.info(
+        "Resuming with effective batch %d (the checkpoint's: %d): %s samples seen, iteration "
+        "%d at batch %d -> iteration %d at batch %d",
+        *(new, old, f"{samples:,}", last, old, moved, new),
+    )
+    weights.extra["iteration"] = weights.contents["iteration"] = moved
+    weights.contents["trainer"].update(iteration=moved, batch=new)
+    _move_hook_positions(weights.contents["trainer"].get("hooks") or {}, moved, old, new)
+
+
+def _move_hook_positions(hooks: dict[str, Any], moved: int, old: int, new: int) -> None:
+    """Moves the positions in hook states (a schedule's iteration, dynamic LR scaling's batch)
+    to the resumed iteration `moved` at batch `new`."""
+    for state in hooks.values():
+        if not isinstance(state, dict):
+            continue
+        # A schedule's position is the next iteration (saved after it stepped).
+        for key in ("last_iter", "last_epoch"):
+            if is_whole(state.get(key)):
+                state[key] = moved + 1
+        if state.get("batch") == old:  # dynamic batch-size LR scaling: this run's batch from now
+            state["batch"] = new
+        if is_whole(state.get("max_iter")):
+            # The old run's length at this batch, for the length-change log; unknown if inexact.
+            length, rest = divmod(state.pop("max_iter") * old, new)
+            state.update({"max_iter": length} if not rest else {})
 
 
 def resume_training_state(run: Run) -> int:

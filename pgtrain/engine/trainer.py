@@ -19,6 +19,7 @@ from pgtrain.param_groups.state import (
     optimizer_state_by_name,
     optimizer_state_from_torch,
 )
+from pgtrain.solver.lr_scaling import effective_batch_size
 from pgtrain.solver.optimizer_modes import group_state_keys, train_mode
 from pgtrain.utils import comm
 from pgtrain.utils.events import EventStorage, event_storage
@@ -236,14 +237,29 @@ class Trainer:
             getattr(hook, stage)()
 
     def state_dict(self) -> dict[str, Any]:
-        """Returns what resuming needs: iteration, optimizer state by name, hook states."""
+        """Returns what resuming needs: iteration, optimizer state by name, hook states, and
+        (when the loader's batch is known) the samples seen and the effective batch."""
         hooks = {}
         for key, hook in self._hook_keys():
             state = hook.state_dict()
             if state:
                 hooks[key] = state
         optimizer = optimizer_state_by_name(self.optimizer, comm.unwrap_model(self.model))
-        return {"iteration": self.iter, "optimizer": optimizer, "hooks": hooks}
+        state = {"iteration": self.iter, "optimizer": optimizer, "hooks": hooks}
+        batch = self.effective_batch
+        if batch is not None:
+            # The position in samples: a resume at another batch converts it exactly (build_run).
+            state.update(samples_seen=(self.iter + 1) * batch, batch=batch)
+        return state
+
+    @property
+    def effective_batch(self) -> int | None:
+        """Samples one optimizer step sees: the loader's per-process batch x processes x
+        accumulation; None for a loader without a batch sampler (its position is not known)."""
+        per_process = getattr(getattr(self.data_loader, "batch_sampler", None), "batch_size", None)
+        if not per_process:
+            return None
+        return effective_batch_size(int(per_process), comm.get_world_size(), self.accumulation)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restores `state_dict`'s output; hooks missing from the checkpoint keep their state.
@@ -286,9 +302,15 @@ def _without_gradient_sync(model: nn.Module) -> Iterator[None]:
 
 
 def _batch_len(batch: Any) -> int:
-    """Samples in a batch: a list's length, or the first dimension of its first tensor."""
+    """Samples in a batch: the first dimension of its first tensor (a dict of tensors, or a
+    collated ``(inputs, targets)`` pair), or the length of a list of per-sample items."""
     if isinstance(batch, list | tuple):
-        return len(batch)
+        first = batch[0] if batch else None
+        if isinstance(first, torch.Tensor):  # collated (inputs, targets)
+            return int(first.shape[0]) if first.ndim else 0
+        if isinstance(first, list | tuple):  # (images, targets) of per-sample items
+            return len(first)
+        return len(batch)  # per-sample items (dicts)
     if isinstance(batch, Mapping):
         batch = next(iter(batch.values()), None)
     return int(batch.shape[0]) if isinstance(batch, torch.Tensor) and batch.ndim else 0

@@ -69,7 +69,7 @@ class JSONWriter(EventWriter):
     def start(self, start_iter: int) -> None:
         if g_pathmgr.exists(self._path):
             with g_pathmgr.open(self._path) as f:
-                kept = [line for line in f if _iteration(line) < start_iter]
+                kept = [line for line in f if self._before(line, start_iter)]
             write_text_atomically(self._path, "".join(kept))
         self._file = g_pathmgr.open(self._path, "a")
 
@@ -90,6 +90,15 @@ class JSONWriter(EventWriter):
                 "is writable and has free space"
             ) from e
 
+    def _before(self, line: str, start_iter: int) -> bool:
+        """Whether a line of the file records what came before `start_iter`: by its epoch when
+        both know theirs (a resume at another batch counts iterations of another size), else by
+        its iteration."""
+        epoch = _field(line, "epoch")
+        if self._iters_per_epoch and epoch is not None:
+            return epoch <= start_iter / self._iters_per_epoch + 1e-4  # stamps keep 4 decimals
+        return _field(line, "iteration", math.inf) < start_iter
+
     def _stamp(self, it: int) -> dict[str, Any]:
         """``{"iteration": it}``, and the epochs done after it when the epoch length is known."""
         if not self._iters_per_epoch:
@@ -101,12 +110,12 @@ class JSONWriter(EventWriter):
             self._file.close()
 
 
-def _iteration(line: str) -> float:
-    """The iteration a metrics line records; a damaged line counts as the latest."""
+def _field(line: str, key: str, missing: float | None = None) -> float | None:
+    """A number a metrics line records; `missing` for a damaged line or one without it."""
     try:
-        return float(json.loads(line)["iteration"])
+        return float(json.loads(line)[key])
     except (ValueError, KeyError, TypeError):
-        return math.inf
+        return missing
 
 
 class TensorboardWriter(EventWriter):
