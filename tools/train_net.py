@@ -92,7 +92,9 @@ def build_hooks(cfg, run):
             functools.partial(evaluate, cfg, run.model, ema, ema_cfg.get("evaluate", "both")),
         ),
         PeriodicWriter(
-            default_writers(train.output_dir, train.max_iter, train.iters_per_epoch),
+            default_writers(
+                train.output_dir, train.max_iter, train.iters_per_epoch, run.effective_batch
+            ),
             train.log_period,
         ),  # last: this step's eval metrics land too
     ]

@@ -146,13 +146,19 @@ def check_calls(cfg: Any, _path: str = "") -> None:
         return
     if not isinstance(cfg, DictConfig):
         return
+    for key in cfg.keys():  # first this node's own interpolations: checked where they point,
+        if _is_interpolation(cfg, key):  # but they must resolve
+            _get(cfg, key, _path)
     for key in cfg.keys():
         if not _is_interpolation(cfg, key):
             check_calls(cfg._get_node(key), _join(_path, str(key)))
     if TARGET not in cfg:
         return
     target = _get(cfg, TARGET, _path)
-    fn = locate(target) if isinstance(target, str) else target
+    try:
+        fn = locate(target) if isinstance(target, str) else target
+    except ConfigError as e:
+        raise ConfigError(f"{_join(_path, TARGET)}: {e}") from e
     kwargs = {
         str(k): _plain(cfg, k, _path)
         for k in cfg.keys()

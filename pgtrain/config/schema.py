@@ -113,7 +113,8 @@ def validate_settings(schema: type, values: Mapping[str, Any] | None, where: str
         if key not in fields:
             raise ConfigError(
                 f"{where}.{key}: unknown setting{did_you_mean(str(key), fields)} ({where} has: "
-                f"{', '.join(fields)}; the reference is docs/settings.md)"
+                f"{', '.join(fields)}; see docs/settings.md; a project's own values belong in a "
+                "section of their own, e.g. +myproject.key=...)"
             )
     out: dict[str, Any] = {}
     typed = OmegaConf.structured(schema)
@@ -133,6 +134,8 @@ def validate_settings(schema: type, values: Mapping[str, Any] | None, where: str
 
 def _checked(typed: Any, f: dataclasses.Field, value: Any, key: str) -> Any:
     """One value, converted by its type (omegaconf), then checked against its declaration."""
+    if _strip_optional(f.type) is bool and type(value) is int and value not in (0, 1):
+        raise ConfigError(f"{key}: {value!r} must be {_expects(f)}")  # omegaconf takes 2 as True
     try:
         OmegaConf.update(typed, f.name, value)  # converts "no", 1, "1e-3" as the type says
         converted = typed[f.name]

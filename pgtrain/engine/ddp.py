@@ -24,7 +24,10 @@ class DDPSettings:
         False, "let DDP handle parameters that get no gradient (slower; an unused branch)"
     )
     fp16_compression: bool = setting(False, "all-reduce gradients in float16 (CUDA only)")
-    broadcast_buffers: bool = setting(True, "sync buffers (BatchNorm statistics) every forward")
+    forward_sync_buffers: bool = setting(
+        False, "sync buffers (BatchNorm statistics) from rank 0 before every forward, not only "
+        "when wrapping"
+    )
     bucket_cap_mb: float | None = setting(
         None, "gradient bucket size in MiB", gt=0, null="use DDP's default (25)"
     )

@@ -33,6 +33,7 @@ __all__ = [
     "add_grouping_arguments",
     "apply_grouping_arguments",
     "check_output_dir",
+    "device_check",
     "collective_timeout",
     "save_config",
     "stall_timeout",
@@ -125,13 +126,17 @@ def _describe_grouping(params: Any) -> str:
     return f"builder '{builder}'" + (f" with {len(rules)} rule(s)" if rules else "")
 
 
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_DEVICE = re.compile(r"^(auto|(cpu|cuda)(:(0|[1-9]\d*))?)$")
 # What a run writes into train.output_dir that another run must not overwrite or prune.
 _RUN_FILE = re.compile(r"^(last_checkpoint|.+\.pth|.+\.dcp)$")
 
 
-def _device_check(value: str) -> str | None:
-    return None if _DEVICE.match(value) else "one of 'auto', 'cpu', 'cuda' or 'cuda:N'"
+_DEVICES = "one of 'auto', 'cpu', 'cuda' or 'cuda:N'"
+
+
+def device_check(value: str) -> str | None:
+    """The check of a device setting (``train.device``, ``train.ema.device``)."""
+    return None if _DEVICE.match(value) else _DEVICES
 
 
 @dataclass
@@ -160,8 +165,8 @@ class RunSettings:
     device: str = setting(
         "auto",
         "where the model runs: 'auto' (CUDA when available), 'cpu', 'cuda'",
-        check=_device_check,
-        expects="one of 'auto', 'cpu', 'cuda' or 'cuda:N'",
+        check=device_check,
+        expects=_DEVICES,
     )
     seed: int | None = setting(
         0, "each rank seeds with seed + rank; a negative seed draws one", null="draw one"
@@ -253,9 +258,11 @@ def resolve_device(device: str) -> torch.device:
     """Turns ``train.device`` ("auto", "cpu", "cuda") into this process's device."""
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PgtrainError(
+            f"train.device={device} but CUDA is not available; use train.device=cpu"
+        )
     if device == "cuda":
-        if not torch.cuda.is_available():
-            raise PgtrainError("train.device=cuda but CUDA is not available; use train.device=cpu")
         return torch.device("cuda", comm.get_local_rank())
     return torch.device(device)
 
@@ -288,15 +295,17 @@ def default_setup(cfg: DictConfig, args: argparse.Namespace) -> None:
 
 
 def default_writers(
-    output_dir: str, max_iter: int, iters_per_epoch: int | None = None
+    output_dir: str, max_iter: int, iters_per_epoch: int | None = None, batch: int | None = None
 ) -> list[EventWriter]:
     """Console, JSON-lines (``metrics.json``) and TensorBoard writers on the main process only;
-    with `iters_per_epoch` the console and metrics.json show the epoch next to the iteration."""
+    with `iters_per_epoch` the console and metrics.json show the epoch next to the iteration,
+    with the effective `batch` metrics.json the samples trained."""
     if not comm.is_main_process():
         return []
+    metrics = os.path.join(output_dir, "metrics.json")
     return [
         ConsoleWriter(max_iter, iters_per_epoch=iters_per_epoch),
-        JSONWriter(os.path.join(output_dir, "metrics.json"), iters_per_epoch=iters_per_epoch),
+        JSONWriter(metrics, iters_per_epoch=iters_per_epoch, batch=batch),
         TensorboardWriter(output_dir),
     ]
 

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
 from pgtrain.config.schema import setting
+from pgtrain.engine.defaults import device_check
 from pgtrain.engine.hook_base import HookBase
 from pgtrain.errors import ConfigError
 from pgtrain.utils import comm
@@ -31,6 +32,7 @@ __all__ = ["EMAHook", "EMASettings"]
 logger = logging.getLogger(__name__)
 
 _BUFFERS = ("average", "copy")
+_DEVICES = "'cpu', 'cuda' or 'cuda:N'"
 
 
 @dataclass
@@ -45,7 +47,11 @@ class EMASettings:
         "average", "BatchNorm statistics: averaged like the weights, or copied from the model"
     )
     device: str | None = setting(
-        None, "where the average lives ('cpu' saves GPU memory)", null="keep it on the model's"
+        None,
+        "where the average lives ('cpu' saves GPU memory)",
+        null="keep it on the model's",
+        check=lambda value: _DEVICES if value == "auto" or device_check(value) else None,
+        expects=_DEVICES,
     )
     evaluate: Literal["model", "ema", "both"] = setting(
         "both", "what evaluations report: the model, the average (metrics under ema/), or both"

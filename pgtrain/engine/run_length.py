@@ -29,7 +29,7 @@ _EPOCHS = re.compile(r"^\s*(?P<n>\d+(?:\.\d+)?)\s*ep(?:och)?s?\s*$")
 # The periods that may be given in epochs, as paths under `train`.
 PERIOD_KEYS = ("eval_period", "checkpoint.period")
 # What a period may be, for messages and the settings reference.
-PERIOD = "a whole number of iterations >= {least}, or epochs written like '2ep'"
+PERIOD = "a whole number of iterations >= {least}, or epochs > 0 written like '2ep'"
 
 
 def period_setting(default: int, doc: str, least: int) -> Any:
@@ -38,7 +38,11 @@ def period_setting(default: int, doc: str, least: int) -> Any:
     expects = PERIOD.format(least=least)
 
     def check(value: Any) -> str | None:
-        fine = _EPOCHS.match(value) if isinstance(value, str) else value >= least
+        if isinstance(value, str):
+            match = _EPOCHS.match(value)
+            fine = match is not None and float(match["n"]) > 0  # "0ep" would mean every step
+        else:
+            fine = value >= least
         return None if fine else expects
 
     return setting(default, doc, check=check, expects=expects)
@@ -55,7 +59,10 @@ class RunLengthSettings:
         None, "passes over the train dataset to train", gt=0, null="train by train.max_iter"
     )
     iters_per_epoch: int | None = setting(
-        None, "set by the run from the train dataset's length and the batch; not a setting", ge=1
+        None,
+        "set by the run from the train dataset's length and the batch; not a setting",
+        check=lambda value: "null: the run sets it from the train dataset",
+        expects="null (the run sets it)",
     )
 
 

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, fields
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pgtrain.config import check_calls
 from pgtrain.config.schema import (
@@ -34,6 +34,7 @@ from pgtrain.engine.run_length import RunLengthSettings, check_run_length
 from pgtrain.engine.trainer import TrainerSettings
 from pgtrain.errors import ConfigError
 from pgtrain.solver.lr_scaling import LRScalingSettings
+from pgtrain.utils.suggest import did_you_mean
 
 __all__ = ["TrainSettings", "check_run_config", "settings_markdown", "train_defaults"]
 
@@ -71,20 +72,28 @@ def check_run_config(cfg: DictConfig) -> None:
     """
     if cfg.get("train") is None:
         raise ConfigError("the config has no 'train' section; import it from configs.common.train")
-    given = _resolved(cfg, "train")
+    given = _resolved(cfg.train, "train")
     train = validate_settings(TrainSettings, given, "train")
     _check_combinations(train)
-    _write_back(cfg.train, train)
+    _write_back(cfg.train, train, given)
     for key in cfg.keys():
         if key != "train" and not OmegaConf.is_interpolation(cfg, key):
             check_calls(cfg._get_node(key), str(key))
 
 
-def _resolved(cfg: DictConfig, key: str) -> dict:
-    try:
-        return OmegaConf.to_container(cfg[key], resolve=True)
-    except Exception as e:  # an interpolation that does not resolve
-        raise ConfigError(f"{key}: {str(e).splitlines()[0]}") from e
+def _resolved(node: Any, where: str) -> Any:
+    """`node`'s values with interpolations resolved; one that does not resolve is an error
+    naming its key."""
+    if not isinstance(node, DictConfig):
+        return OmegaConf.to_container(node, resolve=True) if isinstance(node, ListConfig) else node
+    values = {}
+    for key in node.keys():
+        try:
+            value = node[key]
+        except Exception as e:  # an interpolation that does not resolve
+            raise ConfigError(f"{where}.{key}: {str(e).splitlines()[0]}") from e
+        values[key] = _resolved(value, f"{where}.{key}")
+    return values
 
 
 def _check_combinations(train: dict[str, Any]) -> None:
@@ -96,6 +105,7 @@ def _check_combinations(train: dict[str, Any]) -> None:
             "train.ema.enabled=True is not available with train.strategy=fsdp yet; use ddp, or "
             "turn train.ema.enabled off"
         )
+    _check_compile_backend(train["compile"])
     amp = train["amp"]
     if amp["enabled"] and amp["precision"] == "fp16" and train["device"] == "cpu":
         raise ConfigError(
@@ -103,13 +113,34 @@ def _check_combinations(train: dict[str, Any]) -> None:
         )
 
 
-def _write_back(node: DictConfig, values: dict[str, Any]) -> None:
-    """Puts the converted values into the config, keeping interpolations as they are."""
+def _check_compile_backend(options: dict[str, Any]) -> None:
+    """A backend torch.compile knows, when something is compiled (Dynamo is imported only then:
+    it takes a second or more)."""
+    if not (options["model"] or options["optimizer"]):
+        return
+    import torch._dynamo
+
+    known = torch._dynamo.list_backends(exclude_tags=())
+    backend = options["backend"]
+    if backend not in known:
+        raise ConfigError(
+            f"train.compile.backend: {backend!r} is not a torch.compile backend"
+            f"{did_you_mean(backend, known)} (known: {', '.join(known)})"
+        )
+
+
+def _write_back(node: DictConfig, values: dict[str, Any], given: dict[str, Any]) -> None:
+    """Puts the converted values into the config. An interpolation stays where it already gives
+    the converted value; one that gives another (``${oc.env:AMP,false}`` is the string 'false')
+    is replaced by the value, which is what the run reads."""
     for key, value in values.items():
+        old = given.get(key)
         if key in node and OmegaConf.is_interpolation(node, key):
-            continue
-        if isinstance(value, dict) and isinstance(node.get(key), DictConfig):
-            _write_back(node[key], value)
+            if type(old) is type(value) and old == value:
+                continue
+            node[key] = value
+        elif isinstance(value, dict) and isinstance(node.get(key), DictConfig):
+            _write_back(node[key], value, old if isinstance(old, dict) else {})
         else:
             node[key] = value
 

@@ -203,7 +203,10 @@ def _module_entry(value: Any, where: str) -> tuple[str, ModulePredicate]:
             )
         target: Any = alias
     elif isinstance(value, str):
-        target = locate(value)
+        try:
+            target = locate(value)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from e
     else:
         target = value
     name = value if isinstance(value, str) else getattr(value, "__qualname__", repr(value))

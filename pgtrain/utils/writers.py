@@ -51,17 +51,27 @@ class _SinceLastWrite:
 
 class JSONWriter(EventWriter):
     """Appends one JSON object per write to `path`: ``{"iteration": 19, "total_loss": ...}``,
-    with ``"epoch"`` (epochs done after that iteration, e.g. 2.5) when `iters_per_epoch` is given.
+    with ``"epoch"`` (epochs done after that iteration, e.g. 2.5) when `iters_per_epoch` is given
+    and ``"samples"`` (samples trained after it) when the effective `batch` is.
 
     Values recorded at different iterations since the last write (e.g. an evaluation) go in
-    separate lines, each stamped with its own iteration. `start` keeps only the lines of earlier
-    iterations (rewritten atomically), so a resumed run that repeats the iterations after its
-    checkpoint holds each iteration once, and a new run starts an empty file.
+    separate lines, each stamped with its own iteration. `start` keeps only the lines of what
+    came before (rewritten atomically), so a resumed run that repeats the iterations after its
+    checkpoint holds each iteration once, and a new run starts an empty file. "Before" is by
+    samples where both the line and this run know them (a resume at another batch counts
+    iterations of another size), else by iteration.
     """
 
-    def __init__(self, path: str, window: int = 20, iters_per_epoch: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        window: int = 20,
+        iters_per_epoch: int | None = None,
+        batch: int | None = None,
+    ) -> None:
         self._path = path
         self._iters_per_epoch = iters_per_epoch
+        self._batch = batch
         self._file: Any = None
         self._window = window
         self._since = _SinceLastWrite()
@@ -91,19 +101,20 @@ class JSONWriter(EventWriter):
             ) from e
 
     def _before(self, line: str, start_iter: int) -> bool:
-        """Whether a line of the file records what came before `start_iter`: by its epoch when
-        both know theirs (a resume at another batch counts iterations of another size), else by
-        its iteration."""
-        epoch = _field(line, "epoch")
-        if self._iters_per_epoch and epoch is not None:
-            return epoch <= start_iter / self._iters_per_epoch + 1e-4  # stamps keep 4 decimals
+        """Whether a line of the file records what came before `start_iter`."""
+        samples = _field(line, "samples")
+        if self._batch and samples is not None:
+            return samples <= start_iter * self._batch
         return _field(line, "iteration", math.inf) < start_iter
 
     def _stamp(self, it: int) -> dict[str, Any]:
-        """``{"iteration": it}``, and the epochs done after it when the epoch length is known."""
-        if not self._iters_per_epoch:
-            return {"iteration": it}
-        return {"iteration": it, "epoch": round((it + 1) / self._iters_per_epoch, 4)}
+        """``{"iteration": it}``, with the epochs and the samples done after it where known."""
+        stamp: dict[str, Any] = {"iteration": it}
+        if self._iters_per_epoch:
+            stamp["epoch"] = round((it + 1) / self._iters_per_epoch, 4)
+        if self._batch:
+            stamp["samples"] = (it + 1) * self._batch
+        return stamp
 
     def close(self) -> None:
         if self._file is not None:

@@ -131,6 +131,17 @@ def test_the_walk_every_bad_value_is_one_line_naming_the_key_before_anything_sta
         ("train.ema.decay=1", "train.ema.decay: 1 must be a number >= 0 and < 1"),
         ("train.fsdp.param_dtype=float16", "train.fsdp.param_dtype: 'float16' must be one of"),
         ("+train.ema.evalute=ema", "train.ema.evalute: unknown setting; did you mean 'evaluate'"),
+        # 0 epochs would mean every iteration, where 0 means "at the end only".
+        (
+            "train.eval_period=0ep",
+            "train.eval_period: '0ep' must be a whole number of iterations >= 0, or epochs > 0",
+        ),
+        ("train.iters_per_epoch=10", "train.iters_per_epoch: 10 must be null: the run sets it"),
+        ("train.amp.enabled=2", "train.amp.enabled: 2 must be true or false"),
+        ("train.device=cuda:01", "train.device: 'cuda:01' must be one of 'auto', 'cpu', 'cuda'"),
+        ("train.ema.device=gpu", "train.ema.device: 'gpu' must be 'cpu', 'cuda' or 'cuda:N'"),
+        ("+train.myproject_key=3", "train.myproject_key: unknown setting"),
+        ("train.log_period=${train.nope}", "train.log_period: Interpolation key 'train.nope'"),
     ],
 )
 def test_values_that_trained_wrong_are_refused_naming_the_key(override, message):
@@ -148,6 +159,31 @@ def test_boolean_keys_take_the_words_people_type_and_store_the_bool(word, value)
     cfg = toy(f"train.ema.enabled={word}", f"train.compile.model={word}")
     check_run_config(cfg)
     assert cfg.train.ema.enabled is value and cfg.train.compile.model is value
+
+
+def test_a_device_with_an_index_is_a_device(tmp_path):
+    for device in ("cpu:0", "cuda:1", "cuda"):
+        check_run_config(toy(f"train.device={device}"))
+
+
+def test_a_compile_backend_torch_does_not_know_is_refused_when_compiling():
+    check_run_config(toy("train.compile.backend=eagr"))  # nothing compiled: not looked up
+    with pytest.raises(
+        ConfigError,
+        match="train.compile.backend: 'eagr' is not a torch.compile backend; did you mean 'eager'",
+    ):
+        check_run_config(toy("train.compile.model=true", "train.compile.backend=eagr"))
+
+
+def test_an_interpolation_that_gives_another_type_is_replaced_by_the_converted_value(monkeypatch):
+    # Observed: ${oc.env:AMP,false} passed the check as False, and the run read the string
+    # 'false' (truthy): AMP on.
+    monkeypatch.setenv("PGTRAIN_TEST_FLAG", "no")
+    cfg = toy(
+        "train.amp.enabled=${oc.env:PGTRAIN_TEST_FLAG,false}", "train.log_period=${oc.env:X,5}"
+    )
+    check_run_config(cfg)
+    assert cfg.train.amp.enabled is False and cfg.train.log_period == 5
 
 
 def test_checked_values_are_written_back_converted_with_every_default_filled_in():
@@ -181,6 +217,15 @@ def test_checked_values_are_written_back_converted_with_every_default_filled_in(
         ),
         ("optimizer.params.builder=rulez", "optimizer.params: No 'rulez' in PARAM_GROUP_BUILDERS"),
         ("+optimizer.betas=[0.9]", "optimizer: unexpected keyword 'betas'"),
+        ("optimizer.lr=${train.nope}", "optimizer.lr: Interpolation key 'train.nope'"),
+        (
+            "optimizer._target_=torch.optim.AdamWW",
+            "optimizer._target_: cannot import 'torch.optim.AdamWW'",
+        ),
+        (
+            "optimizer.params.rules=[{module: torch.nn.Linaer, lr_mult: 2}]",
+            "optimizer.params.rules[0].module: cannot import 'torch.nn.Linaer'",
+        ),
     ],
 )
 def test_values_of_calls_are_checked_against_the_callable_before_it_is_built(override, message):
