@@ -21,6 +21,7 @@ and `settings_reference` lists every key with its type, default and meaning (doc
 """
 
 import dataclasses
+import operator
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 _BOUNDS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+_BOUND_TESTS = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le}
 
 
 def setting(
@@ -140,15 +142,17 @@ def _checked(typed: Any, f: dataclasses.Field, value: Any, key: str) -> Any:
         OmegaConf.update(typed, f.name, value)  # converts "no", 1, "1e-3" as the type says
         converted = typed[f.name]
     except (OmegaConfBaseException, ValueError, TypeError) as e:
-        choices = [str(c) for c in typing.get_args(_strip_optional(f.type))]
-        hint = _closest(value, choices) if choices and isinstance(value, str) else ""
+        literal = _strip_optional(f.type)
+        choices = [str(c) for c in typing.get_args(literal)]
+        closest = typing.get_origin(literal) is Literal and isinstance(value, str)
+        hint = _closest(value, choices) if closest else ""
         raise ConfigError(f"{key}: {value!r} must be {_expects(f)}{hint}") from e
     if not isinstance(converted, str | int | float | bool | type(None)):
         converted = OmegaConf.to_container(converted)
     if converted is None:
         return None
     for bound, limit in f.metadata.get("bounds", {}).items():
-        if not _within(converted, bound, limit):
+        if not _BOUND_TESTS[bound](converted, limit):
             raise ConfigError(f"{key}: {value!r} must be {_expects(f)}")
     check = f.metadata.get("check")
     problem = check(converted) if check else None
@@ -160,15 +164,6 @@ def _checked(typed: Any, f: dataclasses.Field, value: Any, key: str) -> Any:
 def _closest(value: str, choices: list[str]) -> str:
     same = [c for c in choices if c.lower() == value.lower()]
     return f"; did you mean '{same[0]}'?" if same else did_you_mean(value, choices)
-
-
-def _within(value: Any, bound: str, limit: float) -> bool:
-    return {
-        "gt": value > limit,
-        "ge": value >= limit,
-        "lt": value < limit,
-        "le": value <= limit,
-    }[bound]
 
 
 def _default(f: dataclasses.Field) -> Any:

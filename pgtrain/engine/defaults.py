@@ -264,6 +264,11 @@ def resolve_device(device: str) -> torch.device:
         )
     if device == "cuda":
         return torch.device("cuda", comm.get_local_rank())
+    if device.startswith("cuda:") and comm.get_world_size() > 1:
+        raise PgtrainError(
+            f"train.device={device} would put all {comm.get_world_size()} processes on one GPU; "
+            "use train.device=cuda (each process takes the GPU of its local rank)"
+        )
     return torch.device(device)
 
 

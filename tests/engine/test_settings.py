@@ -272,3 +272,13 @@ def test_the_settings_reference_is_current():
         )
     for row in ROWS:
         assert f"`{row.key}`" in settings_markdown()
+
+
+def test_one_gpu_index_for_several_processes_is_refused(monkeypatch):
+    from pgtrain.engine import resolve_device
+    from pgtrain.utils import comm
+
+    monkeypatch.setattr(comm, "get_world_size", lambda: 2)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    with pytest.raises(PgtrainError, match="train.device=cuda:1 would put all 2 processes on one"):
+        resolve_device("cuda:1")
