@@ -10,8 +10,8 @@ from pgtrain.config.lazy_call import (
     locate,
     signature_keywords,
     target_name,
-    to_plain,
 )
+from pgtrain.config.plain import to_plain
 
 __all__ = [
     "LazyCall",

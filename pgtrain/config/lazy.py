@@ -15,7 +15,8 @@ import yaml
 from iopath.common.file_io import g_pathmgr
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from pgtrain.config.lazy_call import locate, signature_keywords, to_plain
+from pgtrain.config.lazy_call import locate, signature_keywords
+from pgtrain.config.plain import to_plain
 from pgtrain.errors import ConfigError
 from pgtrain.utils.file_io import write_text_atomically
 from pgtrain.utils.suggest import did_you_mean
@@ -68,8 +69,14 @@ class LazyConfig:
 
     @staticmethod
     def to_yaml(cfg: DictConfig) -> str:
-        """Returns the YAML text `save` writes; callables become import paths."""
-        return yaml.safe_dump(to_plain(cfg), sort_keys=False, default_flow_style=False, width=100)
+        """Returns the YAML text `save` writes; callables become import paths.
+
+        Raises:
+            ConfigError: naming the key of a value YAML cannot hold (a tensor, a module).
+        """
+        plain = to_plain(cfg)
+        _check_saveable(plain)
+        return yaml.safe_dump(plain, sort_keys=False, default_flow_style=False, width=100)
 
     @staticmethod
     def apply_overrides(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
@@ -100,6 +107,26 @@ class LazyConfig:
                 _check_key_exists(cfg, key, item)
             OmegaConf.update(cfg, key, _parse_value(raw, item), merge=False, force_add=True)
         return cfg
+
+
+_YAML_SCALARS = (str, int, float, bool, type(None))
+
+
+def _check_saveable(node: Any, where: str = "") -> None:
+    """Raises a ConfigError naming the first value in `node` that ``yaml.safe_dump`` rejects."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            _check_saveable(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _check_saveable(value, f"{where}[{i}]")
+    elif type(node) not in _YAML_SCALARS:
+        shown = repr(node).splitlines()[0][:60]
+        raise ConfigError(
+            f"{where or 'config'}: a {type(node).__name__} ({shown}) cannot be saved in YAML; "
+            "describe it with a LazyCall node, e.g. LazyCall(torch.ones)(size=[2]), or a plain "
+            "value"
+        )
 
 
 def _load_python(path: str) -> DictConfig:

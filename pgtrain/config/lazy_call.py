@@ -3,6 +3,7 @@
 import functools
 import importlib
 import inspect
+import sys
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -22,10 +23,10 @@ __all__ = [
     "locate",
     "signature_keywords",
     "target_name",
-    "to_plain",
 ]
 
 TARGET = "_target_"
+PARTIAL_ARGS = "_args_"  # the positional arguments of a `functools.partial` node
 
 
 class LazyCall:
@@ -63,7 +64,19 @@ def target_name(target: Any) -> str:
             f"{target!r} has no import path (lambdas and local functions cannot be saved); "
             "use a module-level function or functools.partial"
         )
+    if not _resolves(module, qualname, target):
+        # torch's C functions: torch.zeros has the qualname _VariableFunctionsClass.zeros
+        name = getattr(target, "__name__", None)
+        if isinstance(name, str) and _resolves(module, name, target):
+            return f"{module}.{name}"
     return f"{module}.{qualname}"
+
+
+def _resolves(module: str, qualname: str, target: Any) -> bool:
+    obj = sys.modules.get(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    return obj is target or (callable(obj) and obj == target)
 
 
 def locate(name: str) -> Any:
@@ -113,9 +126,10 @@ def instantiate(cfg: Any, _path: str = "") -> Any:
     kwargs = {
         k: instantiate(_get(cfg, k, _path), _join(_path, str(k))) for k in keys if k != TARGET
     }
-    check_arguments(fn, kwargs, _path)
+    call = _partial if fn is functools.partial else fn  # its `func` is positional only
+    check_arguments(call, kwargs, _path, owner=target_name(fn))
     try:
-        return fn(**kwargs)
+        return call(**kwargs)
     except PgtrainError as e:
         # A user error from the call (a registry miss, a bad value): keep its type, name the key.
         if _path and not str(e).startswith(_path):
@@ -300,38 +314,6 @@ def _check_values(fn: Callable[..., Any], kwargs: Mapping[str, Any], path: str, 
             check(value, _join(path, key))
 
 
-def to_plain(cfg: Any) -> Any:
-    """Returns a plain-container copy of a config, unresolved, with callables as import paths."""
-    container = (
-        OmegaConf.to_container(cfg, resolve=False)
-        if isinstance(cfg, DictConfig | ListConfig)
-        else cfg
-    )
-    return _stringify(container)
-
-
-def _stringify(node: Any, where: str = "") -> Any:
-    if isinstance(node, Mapping):
-        return {
-            k: _named(v, _join(where, k)) if k == TARGET else _stringify(v, _join(where, k))
-            for k, v in node.items()
-        }
-    if isinstance(node, list | tuple):
-        return [_stringify(v, f"{where}[{i}]") for i, v in enumerate(node)]
-    if callable(node) and not isinstance(node, str):
-        # A callable passed as a value (e.g. norm_layer=nn.BatchNorm2d) is stored as a call that
-        # imports it, so the YAML form instantiates to the same object.
-        return {TARGET: target_name(locate), "name": _named(node, where)}
-    return node
-
-
-def _join(where: str, key: Any) -> str:
-    return f"{where}.{key}" if where else str(key)
-
-
-def _named(target: Any, where: str) -> str:
-    """`target_name`, with the config key in the message when it has no import path."""
-    try:
-        return target_name(target)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}" if where else str(e)) from e
+def _partial(func: Any, _args_: Sequence[Any] = (), **keywords: Any) -> functools.partial:
+    """Builds ``functools.partial(func, *_args_, **keywords)``: how a saved partial is rebuilt."""
+    return functools.partial(locate(func) if isinstance(func, str) else func, *_args_, **keywords)
