@@ -9,8 +9,12 @@ The config provides `model`, `optimizer`, `lr_scheduler`, `dataloader.train` and
 `dataloader.test` with `dataloader.evaluator` enables evaluation.
 """
 
+import copy
 import functools
 import logging
+import os
+
+import torch
 
 from pgtrain.checkpoint import Checkpointer
 from pgtrain.config import LazyConfig, instantiate
@@ -44,7 +48,9 @@ from pgtrain.engine import (
     train_preemptibly,
     user_errors_exit,
 )
+from pgtrain.errors import ConfigError
 from pgtrain.evaluation import inference_on_dataset
+from pgtrain.utils import comm
 
 logger = logging.getLogger("pgtrain.train_net")
 
@@ -68,6 +74,46 @@ def evaluate(cfg, model, ema=None, which="model"):
     if ema is not None and which in ("ema", "both"):
         results.update({f"ema/{k}": v for k, v in do_test(cfg, ema.model).items()})
     return results
+
+
+def eval_weights(cfg, resume):
+    """Returns the weights --eval-only evaluates: the run's last checkpoint when resuming and
+    there is one, else ``train.init_checkpoint``; an untrained model is refused."""
+    output_dir = cfg.train.output_dir
+    last = Checkpointer(torch.nn.Module(), output_dir).get_checkpoint_file() if resume else ""
+    weights = last or cfg.train.get("init_checkpoint") or ""
+    if not weights:
+        where = f"'{output_dir}' has no checkpoint" if resume else "--resume was not given"
+        raise ConfigError(
+            f"--eval-only: no trained weights to evaluate ({where} and train.init_checkpoint is "
+            "empty); pass --resume with train.output_dir=<a run folder with a checkpoint>, or "
+            "train.init_checkpoint=<weights file>"
+        )
+    return weights
+
+
+_EVAL_MARKER = "weights.txt"  # names the weights whose results an eval_<stem>/ folder holds
+
+
+def eval_output_dir(cfg, weights):
+    """Returns where --eval-only's evaluator writes: ``<its output_dir>/eval_<weights stem>/``,
+    so a run's own results are never overwritten ("" when it writes no files); refuses a folder
+    that holds the results of other weights."""
+    evaluator = cfg.dataloader.get("evaluator") if "dataloader" in cfg else None
+    if evaluator is None or not evaluator.get("output_dir"):
+        return ""
+    stem = os.path.splitext(os.path.basename(weights.rstrip("/")))[0]
+    folder = os.path.join(evaluator.output_dir, f"eval_{stem}")
+    marker = os.path.join(folder, _EVAL_MARKER)
+    if os.path.exists(marker):
+        with open(marker) as f:
+            previous = f.read().strip()
+        if previous != os.path.abspath(weights):
+            raise ConfigError(
+                f"--eval-only: '{folder}' holds the results of {previous}, not of {weights}; "
+                "pass train.output_dir=<another folder> to keep both"
+            )
+    return folder
 
 
 def build_hooks(cfg, run):
@@ -131,10 +177,19 @@ def main(cfg, args):
     if getattr(args, "output_dir_note", None):
         logger.warning(args.output_dir_note)
     if args.eval_only:
+        weights = eval_weights(cfg, args.resume)
+        folder = eval_output_dir(cfg, weights)
+        if folder:
+            cfg = copy.deepcopy(cfg)  # the caller's config keeps its own output_dir
+            cfg.dataloader.evaluator.output_dir = folder
         model = instantiate(cfg.model).to(resolve_device(cfg.train.device))
         Checkpointer(model, cfg.train.output_dir).resume_or_load(
             cfg.train.init_checkpoint, resume=args.resume
         )
+        if folder and comm.is_main_process():
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, _EVAL_MARKER), "w") as f:
+                f.write(os.path.abspath(weights) + "\n")
         return do_test(cfg, model)
     do_train(cfg, args.resume, getattr(args, "grouping_notes", ()))
 
@@ -147,6 +202,8 @@ def cli(argv=None):
         cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config), args.opts)
         args.grouping_notes = apply_grouping_arguments(cfg, args)
         check_run_config(cfg)
+        if args.eval_only:  # refused before any process starts
+            eval_output_dir(cfg, eval_weights(cfg, args.resume))
         if not args.eval_only and args.machine_rank == 0:  # one machine checks a shared folder
             args.output_dir_note = check_output_dir(
                 cfg.train.output_dir, resume=args.resume, overwrite=cfg.train.get("overwrite")

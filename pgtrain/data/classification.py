@@ -155,30 +155,75 @@ def _random_shift(image: torch.Tensor, max_shift: int) -> torch.Tensor:
     return padded[:, top : top + height, left : left + width]
 
 
+def _find_classes(root: str) -> list[str]:
+    """Returns the sorted class folder names of `root` (one-line errors naming it)."""
+    if not os.path.isdir(root):
+        raise DatasetNotFoundError(
+            f"image folder '{root}' does not exist; point the dataset's root at a folder "
+            "with one sub-folder of images per class"
+        )
+    try:
+        return datasets.folder.find_classes(root)[0]
+    except FileNotFoundError as e:  # no class folders
+        raise DatasetError(f"image folder '{root}': {e}") from e
+
+
+def _class_indices(root: str, classes_from: str | None) -> tuple[list[str], dict[str, int]]:
+    """Returns (class names in label order, label of each of `root`'s class folders).
+
+    With `classes_from` the names and labels are that folder's (the train split's), matched to
+    `root`'s folders by name, so a class missing from `root` shifts no other label.
+    """
+    own = _find_classes(root)
+    names = own if classes_from is None else _find_classes(os.path.expanduser(classes_from))
+    index = {name: label for label, name in enumerate(names)}
+    extra = [name for name in own if name not in index]
+    if extra:
+        raise DatasetError(
+            f"image folder '{root}': class folder(s) {extra} are not in '{classes_from}' (its "
+            f"classes: {names}); remove them or add them to the training data"
+        )
+    return names, {name: index[name] for name in own}
+
+
+class _FolderWithLabels(datasets.ImageFolder):
+    """torchvision's ImageFolder with given labels for its class folders."""
+
+    def __init__(self, root: str, class_to_idx: dict[str, int], **kwargs: Any) -> None:
+        self._given = class_to_idx
+        super().__init__(root, **kwargs)
+
+    def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
+        return sorted(self._given, key=self._given.__getitem__), dict(self._given)
+
+
 class ImageFolderClassification(Dataset):
     """torchvision's ImageFolder (``root/<class>/<image>``) yielding pgtrain's sample dicts.
 
     Args:
         root: the folder with one sub-folder per class; labels follow the sorted folder names.
         transform: turns a PIL image into a float C×H×W tensor.
+        classes_from: the training split's folder, for a validation split: labels follow its
+            sorted class folder names, matched by name (a class it lacks is an error).
 
     Attributes:
-        classes: the class folder names, in label order.
+        classes: the class names, in label order.
         num_classes: ``len(classes)``.
     """
 
-    def __init__(self, root: str, *, transform: Callable[[Any], torch.Tensor]) -> None:
+    def __init__(
+        self,
+        root: str,
+        *,
+        transform: Callable[[Any], torch.Tensor],
+        classes_from: str | None = None,
+    ) -> None:
         root = os.path.expanduser(root)
-        if not os.path.isdir(root):
-            raise DatasetNotFoundError(
-                f"image folder '{root}' does not exist; point the dataset's root at a folder "
-                "with one sub-folder of images per class"
-            )
+        self.classes, class_to_idx = _class_indices(root, classes_from)
         try:
-            self._folder = datasets.ImageFolder(root, transform=transform)
-        except FileNotFoundError as e:  # no class folders, or no images in them
+            self._folder = _FolderWithLabels(root, class_to_idx, transform=transform)
+        except FileNotFoundError as e:  # no images in a class folder
             raise DatasetError(f"image folder '{root}': {e}") from e
-        self.classes = list(self._folder.classes)
         self.num_classes = len(self.classes)
 
     def __len__(self) -> int:
@@ -197,6 +242,7 @@ def image_folder_dataset(
     min_scale: float = 0.35,
     mean: Sequence[float] = _IMAGENET_MEAN,
     std: Sequence[float] = _IMAGENET_STD,
+    classes_from: str | None = None,
 ) -> ImageFolderClassification:
     """Returns a user's ImageFolder data with the usual ViT transforms, as sample dicts.
 
@@ -211,6 +257,8 @@ def image_folder_dataset(
         min_scale: the smallest crop area, as a share of the image, for training.
         mean: per-channel means subtracted after scaling pixels to [0, 1].
         std: per-channel standard deviations divided by.
+        classes_from: for a validation split, the training split's folder: its class-to-label
+            mapping is used, matched by folder name (e.g. ``"${dataloader.train.dataset.root}"``).
     """
     if not is_whole(image_size, at_least=1):
         raise ConfigError(f"image folder: image_size={image_size!r} must be a positive integer")
@@ -235,4 +283,4 @@ def image_folder_dataset(
             v2.ToPureTensor(),  # a plain tensor, as the digits give
         ]
     )
-    return ImageFolderClassification(root, transform=transform)
+    return ImageFolderClassification(root, transform=transform, classes_from=classes_from)

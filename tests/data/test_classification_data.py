@@ -146,3 +146,36 @@ def test_image_folder_errors_name_the_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="empty"):
         image_folder_dataset(str(tmp_path / "empty"))
+
+
+def _write_pngs(root, names):
+    """Writes root/<name>/0.png (8x8) for every name."""
+    rng = np.random.default_rng(0)
+    for name in names:
+        (root / name).mkdir(parents=True)
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / name / "0.png")
+
+
+def test_image_folder_val_takes_train_labels_by_class_name(tmp_path):
+    """A val set missing 'bird' keeps 'cat' at 1 and 'dog' at 2, as train labels them."""
+    _write_pngs(tmp_path / "train", ["bird", "cat", "dog"])
+    _write_pngs(tmp_path / "val", ["cat", "dog"])
+    train = image_folder_dataset(str(tmp_path / "train"), image_size=8)
+    val = image_folder_dataset(
+        str(tmp_path / "val"), image_size=8, train=False, classes_from=str(tmp_path / "train")
+    )
+    assert val.classes == train.classes == ["bird", "cat", "dog"] and val.num_classes == 3
+    assert [int(val[i]["label"]) for i in range(len(val))] == [1, 2]
+
+
+def test_image_folder_val_class_missing_from_train_is_an_error_naming_it(tmp_path):
+    _write_pngs(tmp_path / "train", ["cat", "dog"])
+    _write_pngs(tmp_path / "val", ["cat", "cow", "dog"])
+    with pytest.raises(DatasetError, match=r"'cow'.*not in.*train"):
+        image_folder_dataset(
+            str(tmp_path / "val"), image_size=8, train=False, classes_from=str(tmp_path / "train")
+        )
+    with pytest.raises(DatasetNotFoundError, match="nowhere"):
+        image_folder_dataset(
+            str(tmp_path / "val"), image_size=8, classes_from=str(tmp_path / "nowhere")
+        )

@@ -4,12 +4,18 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from pgtrain.config import LazyConfig
+from pgtrain.checkpoint import Checkpointer
+from pgtrain.config import LazyCall as L
+from pgtrain.config import LazyConfig, instantiate
+from pgtrain.errors import ConfigError
+from pgtrain.evaluation import ClassificationEvaluator
 from tests._cli_batch import run_batch
+from tests._loggers import loggers_restored
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOY = "configs/quick/toy.py"
@@ -83,6 +89,14 @@ def error_runs(tmp_path_factory):
             f"train.output_dir={tmp / 'out'}",
             "lr_scheduler.schedule.name=cosin",
         ],
+        "eval untrained": ["--config", TOY, "--eval-only", f"train.output_dir={tmp / 'new'}"],
+        "eval no checkpoint": [
+            "--config",
+            TOY,
+            "--eval-only",
+            "--resume",
+            f"train.output_dir={tmp / 'new'}",
+        ],
     }
     results = run_batch("tools/train_net.py", list(cases.values()), tmp)
     return dict(zip(cases, results, strict=True))
@@ -101,6 +115,62 @@ def test_unknown_override_key_is_one_line_error(error_runs):
 def test_unknown_registry_name_is_one_line_error(error_runs):
     line = one_line_error(error_runs["unknown name"])
     assert "lr_scheduler" in line and "No 'cosin' in LR_SCHEDULES; did you mean 'cosine'" in line
+
+
+@pytest.mark.parametrize("case", ["eval untrained", "eval no checkpoint"])
+def test_eval_only_without_trained_weights_is_one_line_error(error_runs, case):
+    line = one_line_error(error_runs[case])
+    assert "no trained weights" in line and "--resume" in line and "train.init_checkpoint=" in line
+    assert "Evaluation:" not in error_runs[case].stderr
+
+
+class _ResultsFileEvaluator(ClassificationEvaluator):
+    """Writes its metrics to ``output_dir/results.json``, as the COCO evaluator writes its file."""
+
+    def __init__(self, output_dir):
+        super().__init__(topk=[1])
+        self.output_dir = output_dir
+
+    def evaluate(self):
+        results = super().evaluate()
+        os.makedirs(self.output_dir, exist_ok=True)
+        with open(os.path.join(self.output_dir, "results.json"), "w") as f:
+            json.dump(results, f)
+        return results
+
+
+def test_eval_only_never_overwrites_a_runs_results(tmp_path):
+    with loggers_restored():  # train_net.main sets up logging on this test's streams
+        _check_eval_only_folders(tmp_path)
+
+
+def _check_eval_only_folders(tmp_path):
+    from tools import train_net
+
+    out, other = tmp_path / "run", tmp_path / "other"
+    cfg = LazyConfig.load(os.path.join(ROOT, TOY))
+    cfg.train.output_dir = str(out)
+    cfg.dataloader.evaluator = L(_ResultsFileEvaluator)(output_dir="${train.output_dir}")
+    torch.manual_seed(0)
+    Checkpointer(instantiate(cfg.model), str(out)).save("model_final")
+    (out / "results.json").write_text("the run's own")
+    # The run's last checkpoint: results beside the run's, in eval_model_final/.
+    results = train_net.main(cfg, SimpleNamespace(eval_only=True, resume=True))
+    assert (out / "results.json").read_text() == "the run's own"
+    assert json.loads((out / "eval_model_final" / "results.json").read_text()) == results
+    # Again with the same weights: its own results are replaced, nothing else.
+    assert train_net.main(cfg, SimpleNamespace(eval_only=True, resume=True)) == results
+    # Another run's weights with the same file name would overwrite them: refused.
+    Checkpointer(instantiate(cfg.model), str(other)).save("model_final")
+    cfg.train.init_checkpoint = str(other / "model_final.pth")
+    with pytest.raises(ConfigError, match="eval_model_final.*train.output_dir"):
+        train_net.main(cfg, SimpleNamespace(eval_only=True, resume=False))
+    assert json.loads((out / "eval_model_final" / "results.json").read_text()) == results
+    # Pretrained weights under another name: their own folder.
+    (other / "model_final.pth").rename(other / "pretrained.pth")
+    cfg.train.init_checkpoint = str(other / "pretrained.pth")
+    train_net.main(cfg, SimpleNamespace(eval_only=True, resume=False))
+    assert (out / "eval_pretrained" / "results.json").exists()
 
 
 @pytest.mark.slow
