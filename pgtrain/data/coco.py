@@ -3,13 +3,14 @@
 import contextlib
 import io
 import json
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
@@ -17,7 +18,9 @@ from torchvision import tv_tensors
 
 from pgtrain.errors import ConfigError, DatasetError, DatasetNotFoundError
 
-__all__ = ["COCOInstanceDataset"]
+__all__ = ["COCOInstanceDataset", "load_coco"]
+
+logger = logging.getLogger(__name__)
 
 _REQUIRED_TOP = ("images", "annotations", "categories")
 _REQUIRED_FIELDS = {
@@ -34,8 +37,11 @@ class COCOInstanceDataset(Dataset):
     ``BoundingBoxes`` in pixels), ``masks`` (N×H×W uint8 ``Mask``), ``labels`` (int64 in 1..K,
     the json's category ids in sorted order; 0 is the background), ``image_id`` (the json id),
     ``iscrowd`` (int64, all zero), ``area`` (the json's areas, in pixels of the image file) and
-    ``orig_size`` ((H, W) of the image file). Crowd regions and degenerate boxes are left out of
-    the targets (torchvision's losses cannot ignore them); evaluation reads them from the json.
+    ``orig_size`` ((H, W) of the image file). Images are read in their EXIF orientation (as
+    annotation tools show them); boxes are clipped to the image. Crowd regions and boxes with no
+    area inside the image are left out of the targets (torchvision's losses cannot ignore them);
+    evaluation reads them from the json. Annotations without ``iscrowd`` or ``area`` get
+    ``iscrowd=0`` and the area of their segmentation, so pycocotools can evaluate them.
 
     Attributes:
         json_file: the path of the json.
@@ -52,7 +58,7 @@ class COCOInstanceDataset(Dataset):
         *,
         transforms: Callable[..., Any] | None = None,
         num_classes: int | None = None,
-        filter_empty: bool = True,
+        filter_empty: bool = False,
     ) -> None:
         """Reads and checks the json; images are decoded lazily in `__getitem__`.
 
@@ -63,7 +69,8 @@ class COCOInstanceDataset(Dataset):
             num_classes: if given, the model's class count including the background; it must be
                 the number of categories + 1.
             filter_empty: drop images without a usable (non-crowd, non-degenerate) annotation,
-                as training wants; keep them (False) for evaluation.
+                as training may want; evaluation must keep them (the default), or false
+                positives on them are never counted.
         """
         if not os.path.isfile(json_file):
             raise DatasetNotFoundError(
@@ -77,17 +84,14 @@ class COCOInstanceDataset(Dataset):
         self.json_file = json_file
         self.image_root = image_root
         self.transforms = transforms
-        data = _load_json(json_file)
-        _check_fields(data, json_file)
-        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            self.coco = COCO()
-            self.coco.dataset = data
-            self.coco.createIndex()
+        self.coco = load_coco(json_file)
+        data = self.coco.dataset
         categories = sorted(data["categories"], key=lambda c: c["id"])
         self.class_names = [c["name"] for c in categories]
         self.contiguous_to_category_id = {i + 1: c["id"] for i, c in enumerate(categories)}
         self._label_of = {c["id"]: i + 1 for i, c in enumerate(categories)}
         _check_num_classes(num_classes, len(categories), json_file)
+        self.filter_empty = filter_empty
         self._anns = _usable_annotations(data)
         self._images = [
             image for image in data["images"] if not filter_empty or self._anns.get(image["id"])
@@ -107,6 +111,8 @@ class COCOInstanceDataset(Dataset):
             masks[i] = _decode_segmentation(ann, height, width, self.json_file)
         boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]  # XYWH -> XYXY
+        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)  # clip, as Detectron2's mapper does
+        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
         target = {
             "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)),
             "masks": tv_tensors.Mask(torch.from_numpy(masks)),
@@ -129,8 +135,11 @@ class COCOInstanceDataset(Dataset):
             )
         try:
             with Image.open(path) as file:
-                size = (file.height, file.width)
-                pixels = np.array(file.convert("RGB"))
+                # Phone photos store pixels unrotated plus an EXIF orientation; annotation tools
+                # (and the json's sizes) use the displayed orientation.
+                shown = ImageOps.exif_transpose(file)
+                size = (shown.height, shown.width)
+                pixels = np.array(shown.convert("RGB"))
         except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for broken files
             raise DatasetError(
                 f"cannot read image '{path}' (image id {info['id']}): {_first_line(exc)}; "
@@ -138,11 +147,31 @@ class COCOInstanceDataset(Dataset):
             ) from exc
         if size != (info["height"], info["width"]):
             raise DatasetError(
-                f"image '{path}' is {size[0]}x{size[1]} (HxW) but {self.json_file} says "
-                f"{info['height']}x{info['width']}; fix the json's height/width"
+                f"image '{path}' is {size[0]}x{size[1]} (HxW, after its EXIF orientation) but "
+                f"{self.json_file} says {info['height']}x{info['width']}; fix the json's "
+                "height/width or replace the image"
             )
         image = torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
         return tv_tensors.Image(image)
+
+
+def load_coco(json_file: str) -> COCO:
+    """Reads a COCO instances json the way the dataset and the evaluator both need it: checked
+    (fields, unique ids, segmentations) and repaired (missing ``iscrowd`` and ``area`` filled,
+    one log line), as a pycocotools index.
+
+    Raises:
+        DatasetError: naming the file, the image or annotation id and the field.
+    """
+    data = _load_json(json_file)
+    _check_fields(data, json_file)
+    _check_segmentations(data, json_file)
+    _fill_iscrowd_and_area(data, json_file)
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco = COCO()
+        coco.dataset = data
+        coco.createIndex()
+    return coco
 
 
 def _load_json(json_file: str) -> dict[str, Any]:
@@ -174,6 +203,8 @@ def _check_fields(data: dict[str, Any], json_file: str) -> None:
                     f"{json_file}: {key[:-1]} {ident} has no {', '.join(map(repr, missing))}; "
                     f"every {key[:-1]} needs {', '.join(fields)}"
                 )
+    for key, name in (("images", "image"), ("annotations", "annotation")):
+        _check_unique_ids(data[key], name, json_file)
     image_ids = {image["id"] for image in data["images"]}
     category_ids = {c["id"] for c in data["categories"]}
     for ann in data["annotations"]:
@@ -196,6 +227,79 @@ def _check_fields(data: dict[str, Any], json_file: str) -> None:
             )
 
 
+def _check_unique_ids(entries: list[dict[str, Any]], name: str, json_file: str) -> None:
+    seen: set[Any] = set()
+    for entry in entries:
+        if entry["id"] in seen:
+            raise DatasetError(
+                f"{json_file}: {name} id {entry['id']} occurs more than once (merged exports?); "
+                f"give every {name} a unique id"
+            )
+        seen.add(entry["id"])
+
+
+def _check_segmentations(data: dict[str, Any], json_file: str) -> None:
+    """Raises a one-line DatasetError for the first malformed segmentation, before training."""
+    sizes = {im["id"]: (im["height"], im["width"]) for im in data["images"]}
+    for ann in data["annotations"]:
+        problem = _segmentation_problem(ann["segmentation"], sizes[ann["image_id"]])
+        if problem:
+            raise DatasetError(
+                f"{json_file}: image id {ann['image_id']}, annotation id {ann['id']}: field "
+                f"'segmentation' {problem}; fix or remove the annotation"
+            )
+
+
+def _segmentation_problem(segm: Any, size: tuple[int, int]) -> str | None:
+    if isinstance(segm, list):
+        if not segm:
+            return "is an empty polygon list"
+        for polygon in segm:
+            numbers = isinstance(polygon, list) and all(isinstance(v, int | float) for v in polygon)
+            if not numbers or len(polygon) < 6 or len(polygon) % 2:
+                return "has a polygon that is not [x0, y0, x1, y1, x2, y2, ...] (3+ points)"
+        return None
+    if isinstance(segm, dict) and "counts" in segm and "size" in segm:
+        if list(segm["size"]) != list(size):
+            return f"has RLE size {list(segm['size'])} but the image is {list(size)} (HxW)"
+        return None
+    return "is neither a list of polygons nor an RLE dict with 'counts' and 'size'"
+
+
+def _fill_iscrowd_and_area(data: dict[str, Any], json_file: str) -> None:
+    """Fills missing ``iscrowd`` (0) and ``area`` (of the segmentation) in place; logs a line."""
+    sizes = {im["id"]: (im["height"], im["width"]) for im in data["images"]}
+    no_crowd = no_area = 0
+    for ann in data["annotations"]:
+        if "iscrowd" not in ann:
+            ann["iscrowd"] = 0
+            no_crowd += 1
+        if "area" not in ann:
+            ann["area"] = _segmentation_area(ann, *sizes[ann["image_id"]])
+            no_area += 1
+    if no_crowd or no_area:
+        logger.info(
+            "%s: repaired %d annotations without 'iscrowd' (set to 0) and %d without 'area' "
+            "(the area of their segmentation)",
+            json_file,
+            no_crowd,
+            no_area,
+        )
+
+
+def _segmentation_area(ann: dict[str, Any], height: int, width: int) -> float:
+    segm = ann["segmentation"]
+    if isinstance(segm, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
+    elif isinstance(segm["counts"], list):
+        rle = mask_utils.frPyObjects(segm, height, width)
+    else:
+        rle = {"size": segm["size"], "counts": segm["counts"]}
+        if isinstance(rle["counts"], str):
+            rle["counts"] = rle["counts"].encode("ascii")
+    return float(mask_utils.area(rle))
+
+
 def _check_num_classes(num_classes: int | None, num_categories: int, json_file: str) -> None:
     if num_classes is None or num_classes == num_categories + 1:
         return
@@ -207,13 +311,15 @@ def _check_num_classes(num_classes: int | None, num_categories: int, json_file: 
 
 
 def _usable_annotations(data: dict[str, Any]) -> dict[int, list[dict[str, Any]]]:
-    """Groups the non-crowd annotations with a positive-size box by image id, in json order."""
+    """Groups the non-crowd annotations whose box, clipped to the image, has an area."""
+    sizes = {im["id"]: (im["height"], im["width"]) for im in data["images"]}
     by_image: dict[int, list[dict[str, Any]]] = {}
     for ann in data["annotations"]:
         if ann.get("iscrowd", 0):
             continue
-        _, _, w, h = ann["bbox"]
-        if w > 0 and h > 0:
+        height, width = sizes[ann["image_id"]]
+        x, y, w, h = ann["bbox"]
+        if min(x + w, width) > max(x, 0) and min(y + h, height) > max(y, 0):
             by_image.setdefault(ann["image_id"], []).append(ann)
     return by_image
 

@@ -42,8 +42,8 @@ def build_train_transforms(
 
     The shortest side is resized to a size drawn from `min_size` (the longest side capped by
     `max_size`), then the pair is flipped horizontally with probability `flip_prob`. Boxes and
-    masks follow the image; boxes that end up smaller than a pixel are dropped together with their
-    masks, labels, iscrowd and area.
+    masks follow the image; boxes are clipped to the image after each geometric step, then boxes
+    smaller than a pixel are dropped together with their masks, labels, iscrowd and area.
 
     Args:
         min_size: shortest-side sizes to draw from (one per sample).
@@ -60,7 +60,9 @@ def build_train_transforms(
     return v2.Compose(
         [
             v2.RandomShortestSize(min_size=sizes, max_size=max_size),
+            v2.ClampBoundingBoxes(),  # float rounding can put a border box past the edge
             v2.RandomHorizontalFlip(p=flip_prob),
+            v2.ClampBoundingBoxes(),  # clip before SanitizeBoundingBoxes drops what is outside
             v2.SanitizeBoundingBoxes(labels_getter=_instance_fields),
         ]
     )
@@ -76,6 +78,7 @@ def build_test_transforms(min_size: int = 800, max_size: int = 1333) -> v2.Compo
     return v2.Compose(
         [
             v2.RandomShortestSize(min_size=[min_size], max_size=max_size),
+            v2.ClampBoundingBoxes(),  # see build_train_transforms
             v2.SanitizeBoundingBoxes(labels_getter=_instance_fields),
         ]
     )
@@ -127,7 +130,17 @@ def build_detection_train_loader(
 def build_detection_test_loader(
     dataset: Dataset, *, batch_size: int = 1, num_workers: int = 0
 ) -> DataLoader:
-    """Returns a loader over this process's shard of `dataset`, once, in order, as lists."""
+    """Returns a loader over this process's shard of `dataset`, once, in order, as lists.
+
+    A dataset built with ``filter_empty=True`` is refused: evaluation must see the images without
+    objects, or the false positives on them are never counted.
+    """
+    if getattr(dataset, "filter_empty", False):
+        raise ConfigError(
+            f"dataloader.test.dataset: the {type(dataset).__name__} drops images without objects "
+            "(filter_empty=True), so false positives on them would not count; set "
+            "dataloader.test.dataset.filter_empty=False"
+        )
     return build_test_loader(
         dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_list
     )

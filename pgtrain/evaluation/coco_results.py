@@ -20,7 +20,8 @@ from iopath.common.file_io import g_pathmgr
 from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 
-from pgtrain.errors import ConfigError
+from pgtrain.data.coco import load_coco
+from pgtrain.errors import ConfigError, DatasetError
 
 __all__ = ["CocoGroundTruth", "load_ground_truth", "prediction_to_coco_results", "capture_stdout"]
 
@@ -108,10 +109,9 @@ def _load_json(json_file: str) -> COCO:
         raise ConfigError(
             f"COCO json '{json_file}' does not exist; pass the instances json of the dataset"
         )
-    try:
-        with capture_stdout():
-            return COCO(g_pathmgr.get_local_path(json_file))
-    except (ValueError, AssertionError) as e:  # JSONDecodeError is a ValueError
+    try:  # checked and repaired as the dataset reads it (hand-made files lack iscrowd, area)
+        return load_coco(g_pathmgr.get_local_path(json_file))
+    except DatasetError as e:
         raise ConfigError(
             f"COCO json '{json_file}' is not a COCO instances file ({e}); pass the instances json"
         ) from e

@@ -76,6 +76,7 @@ dataloader = dict(
                 min_size=[224, 240, 256], max_size=256, flip_prob=0.5
             ),
             num_classes="${model.num_classes}",
+            filter_empty=True,  # training skips images without objects; evaluation keeps them
         ),
         total_batch_size=4,
         seed="${train.seed}",
