@@ -97,6 +97,7 @@ class COCOInstanceDataset(Dataset):
             image for image in data["images"] if not filter_empty or self._anns.get(image["id"])
         ]
         self.image_sizes = [(int(im["height"]), int(im["width"])) for im in self._images]
+        _check_image_files(data["images"], image_root, json_file)
 
     def __len__(self) -> int:
         return len(self._images)
@@ -225,6 +226,19 @@ def _check_fields(data: dict[str, Any], json_file: str) -> None:
                 f"{json_file}: annotation id {ann['id']} has bbox {bbox!r}; "
                 "expected [x, y, width, height]"
             )
+
+
+def _check_image_files(images: list[dict[str, Any]], image_root: str, json_file: str) -> None:
+    """Raises a one-line DatasetNotFoundError when image files of the json are missing, before
+    training rather than when the sampler reaches them."""
+    missing = [im for im in images if not os.path.isfile(os.path.join(image_root, im["file_name"]))]
+    if missing:
+        first = missing[0]
+        raise DatasetNotFoundError(
+            f"{json_file}: {len(missing):,} of {len(images):,} image files are not under "
+            f"image_root '{image_root}' (first: image id {first['id']}, '{first['file_name']}'); "
+            "check image_root, or remove those images from the json"
+        )
 
 
 def _check_unique_ids(entries: list[dict[str, Any]], name: str, json_file: str) -> None:

@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from pgtrain.data.detection import (
     build_test_transforms,
     build_train_transforms,
 )
-from pgtrain.errors import ConfigError
+from pgtrain.errors import ConfigError, DatasetNotFoundError
 
 # PIL's transpose that undoes each EXIF orientation (exif_transpose applies the inverse).
 _STORE = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90,
@@ -213,3 +214,14 @@ def test_the_evaluator_given_the_json_path_reads_it_repaired_too(tmp_path):
         evaluation.accumulate()
         evaluation.summarize()
     assert evaluation.stats[0] == pytest.approx(1.0)
+
+
+def test_missing_image_files_are_found_when_the_dataset_is_built(tmp_path):
+    json_file, image_root = _write(tmp_path, [_image(1), _image(2)], [_ann(1, 1, [10, 5, 20, 10])])
+    os.remove(os.path.join(image_root, "2.png"))
+    with pytest.raises(
+        DatasetNotFoundError,
+        match=r"1 of 2 image files are not under image_root .*"
+        r"image id 2, '2.png'",
+    ):
+        COCOInstanceDataset(json_file, image_root)

@@ -250,6 +250,7 @@ def _empty_annotations(tmp_path):
     path = tmp_path / "empty.json"
     categories = [{"id": i, "name": n} for i, n in enumerate(("circle", "square", "triangle"), 1)]
     image = {"id": 1, "file_name": "a.png", "height": 8, "width": 8}
+    (images / "a.png").write_bytes(b"")  # present: the data set is empty, not the folder
     path.write_text(json.dumps({"images": [image], "annotations": [], "categories": categories}))
     return [
         "--config",
