@@ -99,10 +99,7 @@ def test_a_kill_during_a_sharded_save_leaves_the_previous_checkpoint(tmp_path, m
         Checkpointer(model, str(tmp_path), sharded=True).save("model_0000001", iteration=1)
         os._exit(0)  # not reached
 
-    child = multiprocessing.get_context("fork").Process(target=killed_save)
-    child.start()
-    child.join(60)
-    assert child.exitcode == -signal.SIGKILL
+    _run_until_killed(killed_save)
     checkpointer = Checkpointer(make_net(7), str(tmp_path), sharded=True)
     assert checkpointer.get_checkpoint_file() == first
     report = checkpointer.resume_or_load("", resume=True)
@@ -112,6 +109,14 @@ def test_a_kill_during_a_sharded_save_leaves_the_previous_checkpoint(tmp_path, m
     # The next run's first save removes what the killed save left.
     checkpointer.save("model_0000002", iteration=2)
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".tmp")]
+
+
+def _run_until_killed(save) -> None:
+    """Runs `save` in a forked process, which must end by SIGKILL (a kill mid-save)."""
+    child = multiprocessing.get_context("fork").Process(target=save)
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL
 
 
 @pytest.mark.parametrize("stage", ["moved aside", "renamed in"])
@@ -142,10 +147,7 @@ def test_a_kill_while_replacing_a_folder_of_the_same_name_loses_neither_copy(
         Checkpointer(make_net(5), str(tmp_path), sharded=True).save("model_final", iteration=19)
         os._exit(0)  # not reached
 
-    child = multiprocessing.get_context("fork").Process(target=killed_save)
-    child.start()
-    child.join(60)
-    assert child.exitcode == -signal.SIGKILL
+    _run_until_killed(killed_save)
     resumed = Checkpointer(make_net(7), str(tmp_path), sharded=True)
     assert resumed.get_checkpoint_file() == first
     report = resumed.resume_or_load("", resume=True)

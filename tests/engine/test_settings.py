@@ -161,7 +161,7 @@ def test_boolean_keys_take_the_words_people_type_and_store_the_bool(word, value)
     assert cfg.train.ema.enabled is value and cfg.train.compile.model is value
 
 
-def test_a_device_with_an_index_is_a_device(tmp_path):
+def test_a_device_with_an_index_is_a_device():
     for device in ("cpu:0", "cuda:1", "cuda"):
         check_run_config(toy(f"train.device={device}"))
 
