@@ -8,6 +8,7 @@ __all__ = [
     "DatasetError",
     "DatasetNotFoundError",
     "DivergedError",
+    "first_line",
 ]
 
 
@@ -37,3 +38,10 @@ class DatasetError(PgtrainError, ValueError):
 
 class DatasetNotFoundError(PgtrainError, FileNotFoundError):
     """A dataset file or folder does not exist; the message names the path."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type name when there is none),
+    for quoting a library's error inside a one-line message of ours."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__

@@ -1,8 +1,5 @@
 """COCOInstanceDataset: a COCO instances json and its image folder, as torchvision tv_tensors."""
 
-import contextlib
-import io
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -16,18 +13,12 @@ from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from pgtrain.errors import ConfigError, DatasetError, DatasetNotFoundError
+from pgtrain.data.coco_check import check_coco, has_area_inside, segmentation_rle
+from pgtrain.errors import ConfigError, DatasetError, DatasetNotFoundError, first_line
 
 __all__ = ["COCOInstanceDataset", "load_coco"]
 
 logger = logging.getLogger(__name__)
-
-_REQUIRED_TOP = ("images", "annotations", "categories")
-_REQUIRED_FIELDS = {
-    "images": ("id", "file_name", "width", "height"),
-    "annotations": ("id", "image_id", "bbox", "category_id", "segmentation"),
-    "categories": ("id", "name"),
-}
 
 
 class COCOInstanceDataset(Dataset):
@@ -84,7 +75,7 @@ class COCOInstanceDataset(Dataset):
         self.json_file = json_file
         self.image_root = image_root
         self.transforms = transforms
-        self.coco = load_coco(json_file)
+        self.coco = load_coco(json_file, image_root)
         data = self.coco.dataset
         categories = sorted(data["categories"], key=lambda c: c["id"])
         self.class_names = [c["name"] for c in categories]
@@ -97,10 +88,13 @@ class COCOInstanceDataset(Dataset):
             image for image in data["images"] if not filter_empty or self._anns.get(image["id"])
         ]
         self.image_sizes = [(int(im["height"]), int(im["width"])) for im in self._images]
-        _check_image_files(data["images"], image_root, json_file)
 
     def __len__(self) -> int:
         return len(self._images)
+
+    def image_info(self, index: int) -> dict[str, Any]:
+        """The json's entry of item `index`'s image (id, file_name, height, width, ...)."""
+        return self._images[index]
 
     def __getitem__(self, index: int) -> tuple[tv_tensors.Image, dict[str, Any]]:
         info = self._images[index]
@@ -120,7 +114,7 @@ class COCOInstanceDataset(Dataset):
             "labels": torch.tensor([self._label_of[a["category_id"]] for a in anns]).long(),
             "image_id": info["id"],
             "iscrowd": torch.zeros(len(anns), dtype=torch.int64),
-            "area": torch.tensor([_area(a) for a in anns], dtype=torch.float32),
+            "area": torch.tensor([float(a["area"]) for a in anns], dtype=torch.float32),
             "orig_size": (height, width),
         }
         if self.transforms is not None:
@@ -143,7 +137,7 @@ class COCOInstanceDataset(Dataset):
                 pixels = np.array(shown.convert("RGB"))
         except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for broken files
             raise DatasetError(
-                f"cannot read image '{path}' (image id {info['id']}): {_first_line(exc)}; "
+                f"cannot read image '{path}' (image id {info['id']}): {first_line(exc)}; "
                 f"replace the file or remove the image from {self.json_file}"
             ) from exc
         if size != (info["height"], info["width"]):
@@ -156,162 +150,21 @@ class COCOInstanceDataset(Dataset):
         return tv_tensors.Image(image)
 
 
-def load_coco(json_file: str) -> COCO:
+def load_coco(json_file: str, image_root: str | None = None) -> COCO:
     """Reads a COCO instances json the way the dataset and the evaluator both need it: checked
-    (fields, unique ids, segmentations) and repaired (missing ``iscrowd`` and ``area`` filled,
-    one log line), as a pycocotools index.
+    whole (`check_coco`; the image files too when `image_root` is given) and repaired (missing
+    ``iscrowd`` and ``area`` filled; one log line of the repairs), as a pycocotools index.
 
     Raises:
         DatasetError: naming the file, the image or annotation id and the field.
+        DatasetNotFoundError: an image file is missing.
     """
-    data = _load_json(json_file)
-    _check_fields(data, json_file)
-    _check_segmentations(data, json_file)
-    _fill_iscrowd_and_area(data, json_file)
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-        coco = COCO()
-        coco.dataset = data
-        coco.createIndex()
-    return coco
-
-
-def _load_json(json_file: str) -> dict[str, Any]:
-    try:
-        with open(json_file) as f:
-            data = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"json_file '{json_file}' is not valid json: {exc}") from exc
-    if not isinstance(data, dict):
-        raise DatasetError(f"json_file '{json_file}' must hold a json object (COCO instances)")
-    return data
-
-
-def _check_fields(data: dict[str, Any], json_file: str) -> None:
-    for key in _REQUIRED_TOP:
-        if not isinstance(data.get(key), list):
-            raise DatasetError(
-                f"{json_file} has no '{key}' list; a COCO instances json needs "
-                f"{', '.join(_REQUIRED_TOP)}"
-            )
-    for key, fields in _REQUIRED_FIELDS.items():
-        for i, entry in enumerate(data[key]):
-            if not isinstance(entry, dict):
-                raise DatasetError(f"{json_file}: {key}[{i}] is not a json object")
-            missing = [f for f in fields if f not in entry]
-            if missing:
-                ident = f"id {entry['id']}" if "id" in entry else f"index {i}"
-                raise DatasetError(
-                    f"{json_file}: {key[:-1]} {ident} has no {', '.join(map(repr, missing))}; "
-                    f"every {key[:-1]} needs {', '.join(fields)}"
-                )
-    for key, name in (("images", "image"), ("annotations", "annotation")):
-        _check_unique_ids(data[key], name, json_file)
-    image_ids = {image["id"] for image in data["images"]}
-    category_ids = {c["id"] for c in data["categories"]}
-    for ann in data["annotations"]:
-        if ann["image_id"] not in image_ids:
-            raise DatasetError(
-                f"{json_file}: annotation id {ann['id']} refers to image_id {ann['image_id']}, "
-                "which is not in 'images'"
-            )
-        if ann["category_id"] not in category_ids:
-            raise DatasetError(
-                f"{json_file}: annotation id {ann['id']} has category_id {ann['category_id']}, "
-                f"which is not in 'categories' (ids {sorted(category_ids)})"
-            )
-        bbox = ann["bbox"]
-        numbers = isinstance(bbox, list) and all(isinstance(v, int | float) for v in bbox)
-        if not numbers or len(bbox) != 4:
-            raise DatasetError(
-                f"{json_file}: annotation id {ann['id']} has bbox {bbox!r}; "
-                "expected [x, y, width, height]"
-            )
-
-
-def _check_image_files(images: list[dict[str, Any]], image_root: str, json_file: str) -> None:
-    """Raises a one-line DatasetNotFoundError when image files of the json are missing, before
-    training rather than when the sampler reaches them."""
-    missing = [im for im in images if not os.path.isfile(os.path.join(image_root, im["file_name"]))]
-    if missing:
-        first = missing[0]
-        raise DatasetNotFoundError(
-            f"{json_file}: {len(missing):,} of {len(images):,} image files are not under "
-            f"image_root '{image_root}' (first: image id {first['id']}, '{first['file_name']}'); "
-            "check image_root, or remove those images from the json"
-        )
-
-
-def _check_unique_ids(entries: list[dict[str, Any]], name: str, json_file: str) -> None:
-    seen: set[Any] = set()
-    for entry in entries:
-        if entry["id"] in seen:
-            raise DatasetError(
-                f"{json_file}: {name} id {entry['id']} occurs more than once (merged exports?); "
-                f"give every {name} a unique id"
-            )
-        seen.add(entry["id"])
-
-
-def _check_segmentations(data: dict[str, Any], json_file: str) -> None:
-    """Raises a one-line DatasetError for the first malformed segmentation, before training."""
-    sizes = {im["id"]: (im["height"], im["width"]) for im in data["images"]}
-    for ann in data["annotations"]:
-        problem = _segmentation_problem(ann["segmentation"], sizes[ann["image_id"]])
-        if problem:
-            raise DatasetError(
-                f"{json_file}: image id {ann['image_id']}, annotation id {ann['id']}: field "
-                f"'segmentation' {problem}; fix or remove the annotation"
-            )
-
-
-def _segmentation_problem(segm: Any, size: tuple[int, int]) -> str | None:
-    if isinstance(segm, list):
-        if not segm:
-            return "is an empty polygon list"
-        for polygon in segm:
-            numbers = isinstance(polygon, list) and all(isinstance(v, int | float) for v in polygon)
-            if not numbers or len(polygon) < 6 or len(polygon) % 2:
-                return "has a polygon that is not [x0, y0, x1, y1, x2, y2, ...] (3+ points)"
-        return None
-    if isinstance(segm, dict) and "counts" in segm and "size" in segm:
-        if list(segm["size"]) != list(size):
-            return f"has RLE size {list(segm['size'])} but the image is {list(size)} (HxW)"
-        return None
-    return "is neither a list of polygons nor an RLE dict with 'counts' and 'size'"
-
-
-def _fill_iscrowd_and_area(data: dict[str, Any], json_file: str) -> None:
-    """Fills missing ``iscrowd`` (0) and ``area`` (of the segmentation) in place; logs a line."""
-    sizes = {im["id"]: (im["height"], im["width"]) for im in data["images"]}
-    no_crowd = no_area = 0
-    for ann in data["annotations"]:
-        if "iscrowd" not in ann:
-            ann["iscrowd"] = 0
-            no_crowd += 1
-        if "area" not in ann:
-            ann["area"] = _segmentation_area(ann, *sizes[ann["image_id"]])
-            no_area += 1
-    if no_crowd or no_area:
-        logger.info(
-            "%s: repaired %d annotations without 'iscrowd' (set to 0) and %d without 'area' "
-            "(the area of their segmentation)",
-            json_file,
-            no_crowd,
-            no_area,
-        )
-
-
-def _segmentation_area(ann: dict[str, Any], height: int, width: int) -> float:
-    segm = ann["segmentation"]
-    if isinstance(segm, list):
-        rle = mask_utils.merge(mask_utils.frPyObjects(segm, height, width))
-    elif isinstance(segm["counts"], list):
-        rle = mask_utils.frPyObjects(segm, height, width)
-    else:
-        rle = {"size": segm["size"], "counts": segm["counts"]}
-        if isinstance(rle["counts"], str):
-            rle["counts"] = rle["counts"].encode("ascii")
-    return float(mask_utils.area(rle))
+    check = check_coco(json_file, image_root)
+    check.raise_if_refused()
+    line = check.repairs_line()
+    if line:
+        logger.info(line)
+    return check.coco()
 
 
 def _check_num_classes(num_classes: int | None, num_categories: int, json_file: str) -> None:
@@ -331,46 +184,18 @@ def _usable_annotations(data: dict[str, Any]) -> dict[int, list[dict[str, Any]]]
     for ann in data["annotations"]:
         if ann.get("iscrowd", 0):
             continue
-        height, width = sizes[ann["image_id"]]
-        x, y, w, h = ann["bbox"]
-        if min(x + w, width) > max(x, 0) and min(y + h, height) > max(y, 0):
+        if has_area_inside(ann["bbox"], *sizes[ann["image_id"]]):
             by_image.setdefault(ann["image_id"], []).append(ann)
     return by_image
 
 
 def _decode_segmentation(ann: dict[str, Any], height: int, width: int, json_file: str) -> Any:
-    """Returns the H×W uint8 mask of a polygon, uncompressed-RLE or compressed-RLE annotation."""
-    segm = ann["segmentation"]
+    """Returns the H×W uint8 mask of a polygon, uncompressed-RLE or compressed-RLE annotation
+    (checked when the dataset was built; pycocotools may still refuse a corrupt RLE string)."""
     try:
-        if isinstance(segm, list):  # polygons: one flat [x0, y0, x1, y1, ...] list per part
-            polygons = [p for p in segm if len(p) >= 6]
-            if not polygons:
-                raise ValueError("no polygon with at least 3 points")
-            rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-        elif isinstance(segm, dict) and isinstance(segm.get("counts"), list):
-            rle = mask_utils.frPyObjects(segm, height, width)  # uncompressed RLE
-        elif isinstance(segm, dict) and "counts" in segm:
-            rle = dict(segm)
-            if isinstance(rle["counts"], str):
-                rle["counts"] = rle["counts"].encode("ascii")
-        else:
-            raise ValueError("expected a list of polygons or an RLE dict with 'counts' and 'size'")
-        if tuple(rle["size"]) != (height, width):
-            raise ValueError(f"RLE size {list(rle['size'])} differs from the image's")
-        return mask_utils.decode(rle)
+        return mask_utils.decode(segmentation_rle(ann["segmentation"], height, width))
     except (ValueError, TypeError, KeyError) as exc:
         raise DatasetError(
-            f"{json_file}: annotation id {ann['id']} has an invalid segmentation: "
-            f"{_first_line(exc)}; fix or remove the annotation"
+            f"{json_file}: image id {ann['image_id']}, annotation id {ann['id']}: field "
+            f"'segmentation' cannot be decoded ({first_line(exc)}); fix or remove the annotation"
         ) from exc
-
-
-def _area(ann: dict[str, Any]) -> float:
-    if "area" in ann:
-        return float(ann["area"])
-    return float(ann["bbox"][2] * ann["bbox"][3])
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -4,6 +4,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from torch.utils.data import DataLoader, Dataset
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from pgtrain.data.loaders import build_test_loader, build_train_loader
@@ -15,10 +16,13 @@ __all__ = [
     "build_test_transforms",
     "build_train_transforms",
     "collate_list",
+    "DropDegenerateBoxes",
 ]
 
 # Per-instance tensors that must lose the same rows as the boxes (masks are found by type).
 _INSTANCE_FIELDS = ("labels", "iscrowd", "area")
+# A box with no more width or height than this is degenerate (Detectron2's box_threshold).
+_MIN_BOX_SIDE = 1e-5
 
 
 def collate_list(batch: list[Any]) -> list[Any]:
@@ -26,11 +30,33 @@ def collate_list(batch: list[Any]) -> list[Any]:
     return list(batch)
 
 
-def _instance_fields(sample: Any) -> tuple[Any, ...]:
-    # SanitizeBoundingBoxes calls this with (image, target); a module-level function pickles,
-    # so the transforms can go to loader workers.
-    target = sample[1]
-    return tuple(target[key] for key in _INSTANCE_FIELDS if key in target)
+class DropDegenerateBoxes:
+    """Drops the targets whose box has no width or height left, with their masks, labels,
+    iscrowd and area; every box of positive size is kept, however small.
+
+    torchvision's ``SanitizeBoundingBoxes`` cannot keep boxes under one pixel (its ``min_size``
+    is at least 1), so an object a resize shrank below a pixel would be lost and its pixels
+    trained as background; Detectron2 keeps such boxes too (``filter_empty_instances``).
+    """
+
+    def __call__(self, image: Any, target: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+        boxes = target["boxes"]
+        xyxy = v2.functional.convert_bounding_box_format(
+            boxes, new_format=tv_tensors.BoundingBoxFormat.XYXY
+        )
+        keep = (xyxy[:, 2] - xyxy[:, 0] > _MIN_BOX_SIDE) & (xyxy[:, 3] - xyxy[:, 1] > _MIN_BOX_SIDE)
+        if bool(keep.all()):
+            return image, target
+        out = dict(target)
+        for key, value in target.items():
+            if key == "boxes" or key in _INSTANCE_FIELDS or isinstance(value, tv_tensors.Mask):
+                subset = value[keep]
+                out[key] = (
+                    tv_tensors.wrap(subset, like=value)
+                    if isinstance(value, tv_tensors.TVTensor)
+                    else subset
+                )
+        return image, out
 
 
 def build_train_transforms(
@@ -42,8 +68,9 @@ def build_train_transforms(
 
     The shortest side is resized to a size drawn from `min_size` (the longest side capped by
     `max_size`), then the pair is flipped horizontally with probability `flip_prob`. Boxes and
-    masks follow the image; boxes are clipped to the image after each geometric step, then boxes
-    smaller than a pixel are dropped together with their masks, labels, iscrowd and area.
+    masks follow the image; boxes are clipped to the image after each geometric step, then
+    degenerate boxes (no width or height left) are dropped together with their masks, labels,
+    iscrowd and area; a box shrunk below a pixel by the resize is kept.
 
     Args:
         min_size: shortest-side sizes to draw from (one per sample).
@@ -62,8 +89,8 @@ def build_train_transforms(
             v2.RandomShortestSize(min_size=sizes, max_size=max_size),
             v2.ClampBoundingBoxes(),  # float rounding can put a border box past the edge
             v2.RandomHorizontalFlip(p=flip_prob),
-            v2.ClampBoundingBoxes(),  # clip before SanitizeBoundingBoxes drops what is outside
-            v2.SanitizeBoundingBoxes(labels_getter=_instance_fields),
+            v2.ClampBoundingBoxes(),  # clip before degenerate boxes are dropped
+            DropDegenerateBoxes(),
         ]
     )
 
@@ -79,7 +106,7 @@ def build_test_transforms(min_size: int = 800, max_size: int = 1333) -> v2.Compo
         [
             v2.RandomShortestSize(min_size=[min_size], max_size=max_size),
             v2.ClampBoundingBoxes(),  # see build_train_transforms
-            v2.SanitizeBoundingBoxes(labels_getter=_instance_fields),
+            DropDegenerateBoxes(),
         ]
     )
 

@@ -47,8 +47,8 @@ def draw_instances(
     Args:
         image: H x W x 3 uint8 array, or a C x H x W tensor (uint8, or float in [0, 1]).
         prediction: ``boxes`` (N x 4, XYXY pixels of `image`), ``labels`` (1..K), optionally
-            ``scores`` (missing means 1, e.g. for ground truth) and ``masks`` (N x 1 x H x W or
-            N x H x W probabilities or binary masks).
+            ``scores`` (missing for ground truth: drawn with names only) and ``masks``
+            (N x 1 x H x W or N x H x W probabilities or binary masks).
         class_names: name of label i + 1 at index i; other labels are written as numbers.
         score_threshold: instances scoring below it are not drawn.
         alpha: opacity of the masks.
@@ -62,6 +62,7 @@ def draw_instances(
     """
     canvas = _to_hwc_uint8(image)
     boxes, labels, scores, masks = _instances(prediction, canvas.shape[:2], score_threshold)
+    ground_truth = prediction.get("scores") is None  # annotations: names without a score
     order = np.argsort(scores, kind="stable")  # highest score drawn last, on top
     if masks is not None:
         blended = canvas.astype(np.float32)
@@ -79,7 +80,7 @@ def draw_instances(
         draw.rectangle((x0, y0, x1, y1), outline=color, width=1)
         label = int(labels[i])
         name = class_names[label - 1] if 0 < label <= len(class_names) else str(label)
-        text = f"{name} {scores[i]:.2f}"
+        text = name if ground_truth else f"{name} {scores[i]:.2f}"
         left, top, right, bottom = draw.textbbox((x0, y0), text, font=font)
         draw.rectangle((left, top, right, bottom), fill=color)
         draw.text((x0, y0), text, fill=(0, 0, 0), font=font)

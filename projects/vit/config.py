@@ -13,8 +13,10 @@ where they were::
 
 Without ``train.init_checkpoint`` the second command trains from scratch. For a user's own data,
 a config importing this one sets ``dataloader.train.dataset =
-L(image_folder_dataset)(root="/data/train", image_size=224, train=True)`` (and ``train=False``
-for the test set), ``model.backbone.img_size=224`` and ``model.num_classes``.
+L(image_folder_dataset)(root="/data/train", image_size=224, train=True)``, the test set with
+``train=False, classes_from="${dataloader.train.dataset.root}"`` (labels matched to the training
+folders by name, so a class missing from the validation folder shifts nothing),
+``model.backbone.img_size=224`` and ``model.num_classes``.
 """
 
 from configs.common.optim import AdamW

@@ -96,15 +96,15 @@ def test_missing_json_and_missing_image_folder(coco_files, tmp_path):
     [
         (lambda d: d.pop("annotations"), "has no 'annotations' list"),
         (lambda d: d.pop("categories"), "has no 'categories' list"),
-        (lambda d: d["annotations"][1].pop("bbox"), "annotation id 2 has no 'bbox'"),
-        (lambda d: d["annotations"][0].pop("segmentation"), "annotation id 1 has no 'segmen"),
-        (lambda d: d["annotations"][3].pop("category_id"), "annotation id 4 has no 'category_id"),
-        (lambda d: d["images"][0].pop("file_name"), "image id 1 has no 'file_name'"),
+        (lambda d: d["annotations"][1].pop("bbox"), "annotation id 2: has no 'bbox'"),
+        (lambda d: d["annotations"][0].pop("segmentation"), "annotation id 1: has no 'segmen"),
+        (lambda d: d["annotations"][3].pop("category_id"), "annotation id 4: has no 'category_id"),
+        (lambda d: d["images"][0].pop("file_name"), "image id 1: has no 'file_name'"),
         (lambda d: d["annotations"][0].update(category_id=5), "category_id 5, which is not in"),
         (lambda d: d["annotations"][0].update(image_id=42), "image_id 42, which is not in"),
-        (lambda d: d["annotations"][0].update(bbox=[1, 2]), r"bbox \[1, 2\]; expected"),
-        (lambda d: d["annotations"][0].update(bbox=[1, 2, "3", 4]), r"bbox \[1, 2, '3', 4\]"),
-        (lambda d: d["images"].append(5), r"images\[3\] is not a json object"),
+        (lambda d: d["annotations"][0].update(bbox=[1, 2]), r"'bbox' is \[1, 2\]; expected"),
+        (lambda d: d["annotations"][0].update(bbox=[1, 2, "3", 4]), r"'bbox' is \[1, 2, '3', 4\]"),
+        (lambda d: d["images"].append(5), r"images\[3\]: is not a json object"),
     ],
 )
 def test_json_without_required_fields(coco_files, change, message):
@@ -133,12 +133,17 @@ def test_unreadable_or_missing_image_names_the_file(coco_files):
     json_file, image_root, _ = coco_files
     with open(os.path.join(image_root, "1.png"), "wb") as f:
         f.write(b"this is not a png")
-    dataset = COCOInstanceDataset(json_file, image_root)
+    # Found when the dataset is built (its header is read), not when the sampler reaches it.
+    with pytest.raises(DatasetError, match=r"image id 1, '1\.png': cannot be read as an image"):
+        COCOInstanceDataset(json_file, image_root)
+    dataset = COCOInstanceDataset.__new__(COCOInstanceDataset)  # a file broken after the build
+    dataset.image_root, dataset.json_file = image_root, json_file
     with pytest.raises(DatasetError, match=r"cannot read image '.*1\.png' \(image id 1\)"):
-        dataset[0]
+        dataset._read_image({"id": 1, "file_name": "1.png", "height": 40, "width": 60})
     # A missing file is found when the dataset is built, not when the sampler reaches it.
+    os.remove(os.path.join(image_root, "1.png"))
     os.remove(os.path.join(image_root, "2.png"))
-    with pytest.raises(DatasetNotFoundError, match=r"image id 2, '2\.png'"):
+    with pytest.raises(DatasetNotFoundError, match=r"2 of 3 image files .*image id 1, '1\.png'"):
         COCOInstanceDataset(json_file, image_root)
 
 

@@ -3,6 +3,7 @@
 import itertools
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from torch.utils.data import Dataset
@@ -66,14 +67,14 @@ def test_train_sizes_are_drawn_from_min_size(coco_files):
     assert heights == {20, 40, 60}
 
 
-def test_boxes_that_become_empty_are_dropped_with_their_instance_fields():
+def test_boxes_without_width_are_dropped_with_their_instance_fields():
     image = tv_tensors.Image(torch.zeros(3, 100, 100, dtype=torch.uint8))
     masks = torch.zeros(2, 100, 100, dtype=torch.uint8)
     masks[0, 10:60, 10:11] = 1
     masks[1, 20:60, 20:60] = 1
     target = {
         "boxes": tv_tensors.BoundingBoxes(
-            [[10, 10, 11.5, 60], [20, 20, 60, 60]], format="XYXY", canvas_size=(100, 100)
+            [[10, 10, 10, 60], [20, 20, 60, 60]], format="XYXY", canvas_size=(100, 100)
         ),
         "masks": tv_tensors.Mask(masks),
         "labels": torch.tensor([1, 2]),
@@ -83,7 +84,7 @@ def test_boxes_that_become_empty_are_dropped_with_their_instance_fields():
         "orig_size": (100, 100),
     }
     _, out = build_test_transforms(min_size=50, max_size=1000)(image, target)
-    assert out["boxes"].tolist() == [[10, 10, 30, 30]]  # the 0.75-pixel-wide box is gone
+    assert out["boxes"].tolist() == [[10, 10, 30, 30]]  # the box without width is gone
     assert out["masks"].shape == (1, 50, 50) and out["masks"].sum() == 400
     assert out["labels"].tolist() == [2] and out["area"].tolist() == [1600.0]
     assert out["iscrowd"].tolist() == [0] and out["image_id"] == 7
@@ -172,3 +173,62 @@ def test_test_loader_visits_every_item_once_in_order():
     assert [len(b) for b in batches] == [2, 2, 2, 1]
     assert [index for b in batches for index, _ in b] == list(range(7))
     assert collate_list(((1, 2), (3, 4))) == [(1, 2), (3, 4)]
+
+
+def _painted_targets(height, width, rng):
+    """An image with three ellipses painted in the red, green and blue channels (one each, the
+    last touching the right and bottom borders), their masks and boxes, plus a sub-pixel object."""
+    from PIL import Image, ImageDraw
+
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    masks = []
+    corners_of_objects = [(0.1, 0.1, 0.45, 0.5), (0.5, 0.2, 0.9, 0.6), (0.6, 0.55, 1.0, 1.0)]
+    for channel, (x0, y0, x1, y1) in enumerate(corners_of_objects):
+        canvas = Image.new("L", (width, height))
+        corners = (x0 * width, y0 * height, x1 * width - 1, y1 * height - 1)
+        ImageDraw.Draw(canvas).ellipse(corners, fill=1)
+        mask = np.asarray(canvas, dtype=np.uint8).copy()
+        image[..., channel][mask > 0] = 255
+        masks.append(mask)
+    masks.append(np.zeros((height, width), dtype=np.uint8))
+    masks[-1][int(rng.integers(0, height)), int(rng.integers(0, width))] = 1
+    masks = torch.from_numpy(np.stack(masks))
+    boxes = _mask_boxes(masks)
+    boxes[-1, 2:] = boxes[-1, :2] + 0.6  # a 0.6 px object: small, but a real target
+    target = {
+        "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)),
+        "masks": tv_tensors.Mask(masks),
+        "labels": torch.tensor([1, 2, 3, 4]),
+        "iscrowd": torch.zeros(4, dtype=torch.int64),
+        "area": masks.flatten(1).sum(1).float(),
+    }
+    return tv_tensors.Image(torch.from_numpy(image).permute(2, 0, 1).contiguous()), target
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_every_transform_keeps_each_target_on_its_pixels(seed):
+    rng = np.random.default_rng(seed)
+    height, width = (int(v) for v in rng.integers(60, 240, size=2))
+    image, target = _painted_targets(height, width, rng)
+    every = [
+        build_train_transforms(min_size=(96, 128, 200, 333), max_size=400, flip_prob=0.5),
+        build_train_transforms(min_size=(50, 77), max_size=120, flip_prob=1.0),
+        build_test_transforms(min_size=150, max_size=400),
+    ]
+    torch.manual_seed(seed)
+    for transforms in every:
+        for _ in range(6):
+            img, out = transforms(image, target)
+            assert out["labels"].tolist() == [1, 2, 3, 4], "a target was lost"
+            assert len(out["masks"]) == len(out["boxes"]) == len(out["area"]) == 4
+            for k in range(3):  # painted objects: the mask covers the object's pixels
+                mask = out["masks"][k].bool()
+                painted = img[k] > 127
+                iou = (mask & painted).sum() / (mask | painted).sum()
+                assert iou > 0.8, (k, float(iou))
+                box = _plain(out["boxes"][k])
+                assert torch.allclose(box, _mask_boxes(mask[None].to(torch.uint8))[0], atol=2.0)
+            h, w = img.shape[-2:]
+            boxes = _plain(out["boxes"])
+            assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+            assert boxes[:, 2].max() <= w and boxes[:, 3].max() <= h

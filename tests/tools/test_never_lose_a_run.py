@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import torch
+from PIL import Image
 
 from tests._cli_batch import run_batch
 
@@ -250,7 +251,7 @@ def _empty_annotations(tmp_path):
     path = tmp_path / "empty.json"
     categories = [{"id": i, "name": n} for i, n in enumerate(("circle", "square", "triangle"), 1)]
     image = {"id": 1, "file_name": "a.png", "height": 8, "width": 8}
-    (images / "a.png").write_bytes(b"")  # present: the data set is empty, not the folder
+    Image.new("RGB", (8, 8)).save(images / "a.png")  # present: the data set is empty
     path.write_text(json.dumps({"images": [image], "annotations": [], "categories": categories}))
     return [
         "--config",

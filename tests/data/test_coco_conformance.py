@@ -1,81 +1,107 @@
-"""COCO targets are never silently wrong: EXIF rotation, border boxes, duplicate ids, empty
-images at test time, missing iscrowd/area and malformed segmentations."""
+"""The COCO conformance suite: every case of `coco_corpus` is refused with a one-line error
+naming the file, ids and field, or loads with exactly the repairs it needs; and the targets of
+what loads sit on the right pixels (EXIF orientation on a real photo, border boxes through every
+resize, empty images at test time, evaluation of hand-made files)."""
 
 import contextlib
 import io
-import json
 import logging
-import os
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageOps
 from pycocotools.cocoeval import COCOeval
 from torchvision import tv_tensors
 
-from pgtrain.data.coco import COCOInstanceDataset, DatasetError
+from pgtrain.data.coco import COCOInstanceDataset
+from pgtrain.data.coco_check import check_coco
 from pgtrain.data.detection import (
     build_detection_test_loader,
     build_test_transforms,
     build_train_transforms,
 )
-from pgtrain.errors import ConfigError, DatasetNotFoundError
-
-# PIL's transpose that undoes each EXIF orientation (exif_transpose applies the inverse).
-_STORE = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90,
-          8: Image.Transpose.ROTATE_270}  # fmt: skip
+from pgtrain.errors import ConfigError, DatasetError, DatasetNotFoundError
+from tests.data.coco_corpus import CASES, PHOTO_SIZE, STORE, ann, exif_photo, image, photo, write
 
 
 def _write(tmp_path, images, annotations):
-    """Writes PNGs (random pixels unless given) and a json; returns (json path, image folder)."""
-    root = tmp_path / "images"
-    root.mkdir(exist_ok=True)
-    for im in images:
-        if not (root / im["file_name"]).exists():
-            data = np.random.default_rng(0).integers(0, 255, (im["height"], im["width"], 3))
-            Image.fromarray(data.astype(np.uint8)).save(root / im["file_name"])
-    data = {"images": images, "annotations": annotations,
-            "categories": [{"id": 1, "name": "thing"}]}  # fmt: skip
-    json_file = tmp_path / "instances.json"
-    json_file.write_text(json.dumps(data))
-    return str(json_file), str(root)
+    return write(tmp_path, images, annotations)
 
 
-def _ann(ann_id, image_id, bbox, **extra):
-    x, y, w, h = bbox
-    polygon = [x, y, x + w, y, x + w, y + h, x, y + h]
-    ann = {"id": ann_id, "image_id": image_id, "category_id": 1, "bbox": bbox,
-           "segmentation": [polygon], "iscrowd": 0, "area": w * h}  # fmt: skip
-    ann.update(extra)
-    return {k: v for k, v in ann.items() if v is not None}
+_ann, _image = ann, image
 
 
-def _image(image_id, height=40, width=60):
-    return {"id": image_id, "file_name": f"{image_id}.png", "height": height, "width": width}
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_corpus_case(tmp_path, case):
+    json_file, image_root = case.write(tmp_path)
+    check = check_coco(json_file, image_root)
+    if case.refused:
+        assert case.refused in [p.kind for p in check.refused]
+        error = DatasetNotFoundError if case.refused == "missing image file" else DatasetError
+        with pytest.raises(error, match=case.error) as info:
+            COCOInstanceDataset(json_file, image_root)
+        message = str(info.value)
+        assert message.startswith(json_file + ": ") and "\n" not in message
+        return
+    assert check.refused == []
+    assert {k: n for k, n in check.repaired.items() if n} == case.repaired
+    assert dict(check.left_out) == case.left_out
+    dataset = COCOInstanceDataset(json_file, image_root)
+    trained = sum(len(dataset[i][1]["boxes"]) for i in range(len(dataset)))
+    assert trained == len(check.data["annotations"]) - sum(case.left_out.values())
+    for i in range(len(dataset)):
+        img, target = dataset[i]
+        info = dataset.image_info(i)
+        assert img.dtype == torch.uint8 and img.shape == (3, info["height"], info["width"])
+        assert target["masks"].shape[1:] == img.shape[1:]
 
 
-@pytest.mark.parametrize("orientation", [3, 6, 8])
-def test_exif_orientation_is_applied_before_masks(tmp_path, orientation):
-    # Displayed (json) orientation: 40x60 (HxW), a bright square at x in [10, 30), y in [5, 25).
-    shown = np.zeros((40, 60, 3), dtype=np.uint8)
-    shown[5:25, 10:30] = 255
-    stored = Image.fromarray(shown).transpose(_STORE[orientation])
-    exif = Image.Exif()
-    exif[0x0112] = orientation
-    root = tmp_path / "images"
-    root.mkdir()
-    stored.save(root / "1.jpg", exif=exif, quality=95)
-    with Image.open(root / "1.jpg") as check:  # the file displays as the json says
-        assert ImageOps.exif_transpose(check).size == (60, 40)
-    image = {"id": 1, "file_name": "1.jpg", "height": 40, "width": 60}
-    json_file, image_root = _write(tmp_path, [image], [_ann(1, 1, [10, 5, 20, 20])])
+@pytest.mark.parametrize("orientation", [1, *STORE])
+def test_phone_photo_is_read_as_shown_with_its_mask_on_the_same_pixels(tmp_path, orientation):
+    height, width = PHOTO_SIZE
+    entry = image(1, height, width, name="phone.jpg")
+    json_file, image_root = write(tmp_path, [entry], [ann(1, 1, [20, 10, 40, 30])],
+                                  pixels={"phone.jpg": exif_photo(orientation)})  # fmt: skip
     img, target = COCOInstanceDataset(json_file, image_root)[0]
-    assert img.shape == (3, 40, 60)
+    shown = torch.from_numpy(photo()).permute(2, 0, 1).float()
+    # JPEG noise is about 4.5 grey levels; the photo mirrored is about 40 away.
+    assert (shown - shown.flip(-1)).abs().mean() > 30
+    error = (img.float() - shown).abs().mean()
+    assert error < 8, f"orientation {orientation}: the pixels are not the photo as shown"
     mask = target["masks"][0].bool()
-    assert mask.sum() == 400
-    gray = img.float().mean(0)
-    assert gray[mask].mean() > 200 and gray[~mask].mean() < 30
+    assert mask.sum() == 40 * 30 and mask[10:40, 20:60].all()
+    # The masked pixels are the photo's pixels in the annotated region.
+    assert (img.float()[:, mask] - shown[:, mask]).abs().mean() < 8
+
+
+def test_one_summary_line_of_repairs_when_the_dataset_is_built(tmp_path, caplog):
+    anns = [ann(1, 1, [50, 5, 10.5, 10], iscrowd=None, area=None), ann(2, 1, [70, 5, 9, 9]),
+            ann(3, 1, [1, 1, 5, 5], iscrowd=1)]  # fmt: skip
+    json_file, image_root = write(tmp_path, [image(1)], anns)
+    with caplog.at_level(logging.INFO, logger="pgtrain"):
+        COCOInstanceDataset(json_file, image_root)
+    lines = [r.getMessage() for r in caplog.records if json_file in r.getMessage()]
+    assert lines == [
+        f"{json_file}: repaired 1 annotations without 'iscrowd' (set to 0), 1 without 'area' "
+        "(the area of their segmentation), 1 boxes past the image border (clipped); left out "
+        "of the training targets: 1 boxes with no area inside their image, 1 crowd regions"
+    ]
+
+
+def test_every_problem_is_listed_and_the_error_counts_them(tmp_path):
+    anns = [{**ann(1, 1, [1, 1, 5, 5]), "bbox": [1, 2]}, ann(2, 1, [1, 1, 5, 5], category_id=4),
+            ann(3, 9, [1, 1, 5, 5])]  # fmt: skip
+    json_file, image_root = write(tmp_path, [image(1), image(2)], anns)
+    (tmp_path / "images" / "2.png").unlink()
+    check = check_coco(json_file, image_root)
+    kinds = [p.kind for p in check.refused]
+    assert kinds == ["malformed bbox", "unknown category", "unknown image_id", "missing image file"]
+    with pytest.raises(
+        DatasetError,
+        match=r"field 'bbox' .*\(4 problems in all; list them with: "
+        r"python tools/check_dataset.py --json .*instances\.json --image-root",
+    ):
+        check.raise_if_refused()  # fmt: skip
 
 
 def test_box_half_a_pixel_past_the_border_is_clipped_not_dropped(tmp_path):
@@ -125,22 +151,6 @@ def test_box_ending_at_the_border_survives_every_resize(tmp_path):
             assert len(transforms(canvas, target)[1]["boxes"]) == 1, (h, w)
 
 
-def test_duplicate_image_id_is_an_error_naming_file_and_id(tmp_path):
-    images = [_image(1), _image(2), {**_image(2), "file_name": "3.png"}]
-    json_file, image_root = _write(tmp_path, images, [_ann(1, 1, [1, 1, 5, 5])])
-    with pytest.raises(DatasetError, match=r"instances\.json.*image id 2") as info:
-        COCOInstanceDataset(json_file, image_root)
-    assert "\n" not in str(info.value)
-
-
-def test_duplicate_annotation_id_is_an_error_naming_file_and_id(tmp_path):
-    anns = [_ann(7, 1, [1, 1, 5, 5]), _ann(7, 2, [2, 2, 5, 5])]
-    json_file, image_root = _write(tmp_path, [_image(1), _image(2)], anns)
-    with pytest.raises(DatasetError, match=r"instances\.json.*annotation id 7") as info:
-        COCOInstanceDataset(json_file, image_root)
-    assert "\n" not in str(info.value)
-
-
 def test_test_loader_with_defaults_yields_the_empty_image(tmp_path):
     json_file, image_root = _write(tmp_path, [_image(1), _image(2)], [_ann(1, 1, [1, 1, 5, 5])])
     loader = build_detection_test_loader(COCOInstanceDataset(json_file, image_root))
@@ -181,23 +191,6 @@ def test_missing_iscrowd_and_area_are_filled_with_one_log_line(tmp_path, caplog)
     assert evaluation.stats[0] == pytest.approx(1 / 3, abs=0.01)  # 1 of 3 objects, precision 1
 
 
-@pytest.mark.parametrize(
-    ("segmentation", "problem"),
-    [
-        ([], "empty polygon list"),
-        ([[1, 1, 5, 1, 5]], r"3\+ points"),
-        ({"size": [30, 60], "counts": [0, 10]}, r"RLE size \[30, 60\] but the image is \[40, 60\]"),
-    ],
-)
-def test_malformed_segmentation_is_found_when_the_dataset_is_built(tmp_path, segmentation, problem):
-    anns = [_ann(1, 1, [1, 1, 5, 5]), {**_ann(9, 1, [1, 1, 5, 5]), "segmentation": segmentation}]
-    json_file, image_root = _write(tmp_path, [_image(1)], anns)
-    pattern = r"instances\.json: image id 1, annotation id 9: field 'segmentation' .*" + problem
-    with pytest.raises(DatasetError, match=pattern) as info:
-        COCOInstanceDataset(json_file, image_root)
-    assert "\n" not in str(info.value)
-
-
 def test_the_evaluator_given_the_json_path_reads_it_repaired_too(tmp_path):
     # The project configs hand the evaluator the json's path; it must read the file as the
     # dataset does, or a hand-made file dies in pycocotools after the whole training.
@@ -214,14 +207,3 @@ def test_the_evaluator_given_the_json_path_reads_it_repaired_too(tmp_path):
         evaluation.accumulate()
         evaluation.summarize()
     assert evaluation.stats[0] == pytest.approx(1.0)
-
-
-def test_missing_image_files_are_found_when_the_dataset_is_built(tmp_path):
-    json_file, image_root = _write(tmp_path, [_image(1), _image(2)], [_ann(1, 1, [10, 5, 20, 10])])
-    os.remove(os.path.join(image_root, "2.png"))
-    with pytest.raises(
-        DatasetNotFoundError,
-        match=r"1 of 2 image files are not under image_root .*"
-        r"image id 2, '2.png'",
-    ):
-        COCOInstanceDataset(json_file, image_root)
