@@ -13,7 +13,10 @@ which rules set a parameter's hyperparameters; ``--json OUT`` writes the report 
 The run is built exactly as `tools/train_net.py` builds it (`pgtrain.engine.build_run`): the
 initial weights are loaded first (``train.init_checkpoint``, weights built into the model such as
 an ImageNet backbone, or with ``--resume`` the last checkpoint), so `fresh` rules select what
-training selects, and the LRs are those of the first iteration, batch-size scaling included.
+training selects, and the LRs are those of the first iteration, batch-size scaling included (with
+``--resume``, of the first iteration the resumed run trains, ``lr at iter N``, followed by what
+changed against the checkpoint). "lr scale" is each group's LR over the base LR, and ``--explain``
+names the builder when its groups set a value themselves (``set by builder 'name'``).
 ``--head-lr-multiplier X`` replaces the config's grouping as it does for training.
 """
 

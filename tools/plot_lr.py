@@ -28,29 +28,59 @@ from pgtrain.errors import ConfigError  # noqa: E402
 
 
 def lr_curves(cfg, resume=False):
-    """Returns ``{group name: [lr at iteration 0, 1, ...]}`` for the run `cfg` describes."""
+    """Returns ``{group name: [lr of the 1st iteration, the 2nd, ...]}`` for the run `cfg`
+    describes (the console's "iter 1/N" uses the first)."""
     scheduler = build_run(cfg, resume=resume, device="cpu").scheduler
     if not hasattr(scheduler, "lr_curves"):
         raise ConfigError("lr_scheduler must be an LRMultiplier (configs/common/schedules.py)")
     return scheduler.lr_curves()
 
 
+_STYLES = ("-", "--", ":", "-.")
+_LEGEND_ROWS = 24  # entries per legend column
+
+
 def plot(curves, out, *, log=False, title=""):
-    """Draws one line per group into the PNG `out`; returns the figure."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for name, values in curves.items():
-        ax.plot(range(len(values)), values, label=name, linewidth=1.5)
+    """Draws one line per distinct curve into the PNG `out` (groups whose LRs are the same at
+    every iteration share a line and a legend entry); returns the figure.
+
+    Every line gets its own colour and line style (10 colours, then the next style, up to 40
+    lines; 20 colours beyond), and the legend sits outside the axes, so it hides no curve.
+    """
+    shared = _same_curves(curves)
+    columns = max(1, -(-len(shared) // _LEGEND_ROWS))
+    fig, ax = plt.subplots(figsize=(8 + 2.2 * columns, 4.5), layout="constrained")
+    for i, (names, values) in enumerate(shared):
+        color, style = _look(i, len(shared))
+        # x: the iteration as the console counts it (1 = the first), so "iter 20/20" is at 20
+        ax.plot(
+            range(1, len(values) + 1), values, label=", ".join(names), color=color, linestyle=style
+        )
     if log:
         ax.set_yscale("log")
     ax.set_xlabel("iteration")
     ax.set_ylabel("learning rate")
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize="small", ncol=max(1, len(curves) // 12))
-    fig.tight_layout()
+    fig.legend(loc="outside right upper", fontsize="small", ncol=columns)
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return fig
+
+
+def _same_curves(curves):
+    """``[(group names, values)]``: groups with identical LR curves together, in first order."""
+    merged = {}
+    for name, values in curves.items():
+        merged.setdefault(tuple(values), []).append(name)
+    return [(names, list(values)) for values, names in merged.items()]
+
+
+def _look(i, count):
+    """The colour and line style of line `i` of `count`: no two lines alike up to 80."""
+    palette = "tab10" if count <= 40 else "tab20"
+    colors = plt.get_cmap(palette).colors
+    return colors[i % len(colors)], _STYLES[(i // len(colors)) % len(_STYLES)]
 
 
 def main(argv=None):

@@ -18,6 +18,7 @@ import torch
 
 from pgtrain.checkpoint import Checkpointer
 from pgtrain.config import LazyConfig, instantiate
+from pgtrain.data.preflight import check_datasets
 from pgtrain.engine import (
     AMPTrainer,
     BatchSizeLRScalingHook,
@@ -151,6 +152,13 @@ def do_train(cfg, resume, notes=()):
     # The run the tools show too: weights (so `fresh` is known), groups, LR scaling, schedule.
     run = build_run(cfg, resume=resume, with_loader=True, notes=list(notes), parallel=True)
     train = run.cfg.train
+    if run.iterations_done >= train.max_iter:  # a finished run: nothing to train
+        logger.info(
+            "Nothing to train: the run in %s is already finished (at %d/%d); give a larger "
+            "train.max_iter (or train.epochs) to train on",
+            *(train.output_dir, run.iterations_done, train.max_iter),
+        )
+        return
     save_config(cfg)  # only now: a run refused above leaves the previous config.yaml as it was
     logger.info("Parameter groups:\n%s", run.table())
     amp = {"precision": train.amp.precision} if train.amp.enabled else {}
@@ -164,6 +172,7 @@ def do_train(cfg, resume, notes=()):
         clip_grad_norm=train.clip_grad_norm,
         **amp,
     )
+    trainer.param_group_bases = run.bases()  # saved: a resume says what changed against them
     run.checkpointer.register("trainer", trainer)
     trainer.register_hooks(build_hooks(cfg, run))
     start_iter = resume_training_state(run)  # 0 unless the run resumed
@@ -202,6 +211,7 @@ def cli(argv=None):
         cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config), args.opts)
         args.grouping_notes = apply_grouping_arguments(cfg, args)
         check_run_config(cfg)
+        check_datasets(cfg)  # every COCO file whole, before the model, processes or folders
         if args.eval_only:  # refused before any process starts
             eval_output_dir(cfg, eval_weights(cfg, args.resume))
         if not args.eval_only and args.machine_rank == 0:  # one machine checks a shared folder

@@ -64,12 +64,29 @@ class CheckpointReport:
             lines.append(_listing("missing in file", self.missing))
         if self.unexpected:
             lines.append(_listing("not in model", self.unexpected))
-        if self.fresh:
-            lines.append(_listing("fresh parameters", self.fresh))
+        lines += self._fresh_lines()
         plain = {k: v for k, v in self.extra.items() if isinstance(v, int | float | str | bool)}
+        if isinstance(plain.get("iteration"), int) and not isinstance(plain["iteration"], bool):
+            # `iteration` is the last one's index (from 0): say it as the console counts
+            plain = {("iterations done" if k == "iteration" else k): v for k, v in plain.items()}
+            plain["iterations done"] += 1
         if plain:
             lines.append("  extra: " + ", ".join(f"{k}={v}" for k, v in plain.items()))
         return "\n".join(lines)
+
+    def _fresh_lines(self) -> list[str]:
+        """Fresh parameters this file does not provide start from their initialization; those
+        it provides (a resume) were fresh when the run began, and are loaded now."""
+        loaded = set(self.loaded)
+        new = [n for n in self.fresh if n not in loaded]
+        began = [n for n in self.fresh if n in loaded]
+        lines = []
+        if new:
+            lines.append(_listing("fresh: not in this file, start from their initialization", new))
+        if began:
+            title = "fresh when the run began (initialized, not from its initial weights)"
+            lines.append(_listing(title, began) + "; all loaded from this file")
+        return lines
 
 
 def _listing(title: str, items: list[str]) -> str:

@@ -154,7 +154,10 @@ class PeriodicWriter(HookBase):
         self._written_iter = -1
 
     def before_train(self) -> None:
+        zero_based = getattr(self.trainer, "resumed_zero_based", False)
         for writer in self._writers:
+            if hasattr(writer, "zero_based"):  # a metrics file of the old numbering: renumber it
+                writer.zero_based = zero_based
             writer.start(self.trainer.start_iter)
 
     def after_step(self) -> None:
@@ -196,7 +199,7 @@ class NonFiniteLossGuard(HookBase):
         if bad:
             losses = {k: v for k, (v, it) in latest.items() if "loss" in k and it == storage.iter}
             raise DivergedError(
-                f"{bad[0]} became non-finite at iteration {storage.iter}: {losses}. Training "
+                f"{bad[0]} became non-finite at iteration {storage.iter + 1}: {losses}. Training "
                 "stopped before the optimizer step; checkpoints hold only earlier, finite weights. "
                 "Try a lower optimizer.lr, train.clip_grad_norm, or check the data."
             )

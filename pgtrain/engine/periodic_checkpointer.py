@@ -32,11 +32,14 @@ class CheckpointSettings:
 
 
 class PeriodicCheckpointer(HookBase):
-    """Saves ``<prefix>_<iter:07d>`` every `period` iterations and ``<prefix>_final`` at the end.
+    """Saves ``<prefix>_<iterations done:07d>`` every `period` iterations and ``<prefix>_final``
+    at the end: ``model_0000020.pth`` after 20 iterations, as the console counts them ("iter
+    20/100") and ``metrics.json`` stamps them.
 
-    A checkpoint's ``iteration`` is the last finished iteration, so training resumes at
-    ``iteration + 1``. On non-main ranks the checkpointer's ``save_to_disk=False`` makes the
-    saves no-ops, so every rank may run this hook.
+    A checkpoint's ``iteration`` (the trainer's position, not shown to users) is the index of the
+    last finished iteration, counted from 0, so training resumes at ``iteration + 1``. On
+    non-main ranks the checkpointer's ``save_to_disk=False`` makes the saves no-ops, so every
+    rank may run this hook.
     """
 
     def __init__(
@@ -71,7 +74,7 @@ class PeriodicCheckpointer(HookBase):
         stopping = getattr(self.trainer, "stop_requested", False)
         names = []
         if (iteration + 1) % self.period == 0 or (stopping and not last):
-            names.append(f"{self.file_prefix}_{iteration:07d}")
+            names.append(f"{self.file_prefix}_{iteration + 1:07d}")  # iterations done
         if last:
             names.append(f"{self.file_prefix}_final")
         if not names:

@@ -181,6 +181,6 @@ def train_preemptibly(
     logger.warning(
         "Stopped by %s after iteration %d with a checkpoint saved; continue with --resume",
         signal.Signals(signum).name,
-        trainer.iter - 1,
+        trainer.iter,  # iterations done, as the console, checkpoints and metrics.json count
     )
     raise SystemExit(128 + signum)

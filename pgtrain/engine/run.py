@@ -9,6 +9,7 @@ so every view shows the scaled LRs.
 
 import copy
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ from pgtrain.engine.run_length import RunLength, needs_epoch_length
 from pgtrain.engine.settings import check_run_config
 from pgtrain.errors import CheckpointError, ConfigError
 from pgtrain.param_groups import ParamGroups, format_param_group_table
+from pgtrain.param_groups.names import param_group_names
 from pgtrain.solver import (
     BatchSizeLRScaling,
     build_lr_scheduler,
@@ -34,7 +36,13 @@ from pgtrain.solver import (
 from pgtrain.utils import comm
 from pgtrain.utils.checks import is_whole
 
-__all__ = ["Run", "build_run", "loader_effective_batch", "resume_training_state"]
+__all__ = [
+    "Run",
+    "build_run",
+    "changes_against_checkpoint",
+    "loader_effective_batch",
+    "resume_training_state",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -93,12 +101,32 @@ class Run:
         """The parameters the initial weights did not provide (what ``fresh`` rules select)."""
         return list(self.weights.fresh)
 
+    @property
+    def iterations_done(self) -> int:
+        """Iterations the resumed checkpoint had done (0 for a new run): the first iteration
+        this run trains is the next one, ``iterations_done + 1`` as the console counts."""
+        return self.weights.extra["iteration"] + 1 if self.weights.resumed else 0
+
     def table(self) -> str:
-        """Returns the param-group table every run logs at its start (the LRs of the first step
-        included, after batch-size scaling), followed by the run's notes."""
-        lines = [format_param_group_table(self.groups, self.model)]
+        """Returns the param-group table every run logs at its start (the LRs of the first
+        iteration that runs included, after batch-size scaling; at a resume, what changed
+        against the checkpoint), followed by the run's notes."""
+        done = self.iterations_done
+        lrs_at = getattr(self.scheduler, "lrs_at", None)
+        first = lrs_at(done) if lrs_at is not None else None
+        lines = [
+            format_param_group_table(self.groups, self.model, first_iter=done + 1, first_lrs=first)
+        ]
+        if self.weights.resumed:
+            lines += changes_against_checkpoint(self.groups, self.weights)
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
+
+    def bases(self) -> dict[str, Any]:
+        """The base LR and weight decay of the groups, for the trainer to save (so a resume
+        can say what changed)."""
+        record = self.groups.record
+        return {"base_lr": record.base_lr, "base_weight_decay": record.base_weight_decay}
 
 
 def build_run(
@@ -159,6 +187,7 @@ def build_run(
     fresh = weights.fresh if weights.path or weights.fresh else None
     groups = build_param_groups_from_config(cfg.optimizer, model, fresh=fresh)
     optimizer = build_optimizer(cfg.optimizer, model, groups=groups)
+    _complete_record(groups, cfg.optimizer)
     scaling = train.get("lr_scaling") or {}
     reference, dynamic = scaling.get("reference_batch"), scaling.get("dynamic")
     loader, batch, length = None, None, None
@@ -175,6 +204,12 @@ def build_run(
     if position and batch is not None and batch != position[1]:
         _convert_position(weights, train, *position, batch)
     scheduler = build_lr_scheduler(cfg.get("lr_scheduler"), optimizer)
+    if hasattr(scheduler, "describe_positions"):  # so a length change speaks of the units used
+        scheduler.describe_positions(
+            _schedule_units(cfg.lr_scheduler),
+            train.get("iters_per_epoch"),
+            in_epochs=train.get("epochs") is not None,
+        )
     lr_scaling = None
     if reference or dynamic:
         # One factor on every group's LR (the scheduler's lr_factor): the groups keep the
@@ -207,6 +242,100 @@ def loader_effective_batch(data_loader: Any, accumulation: int = 1) -> int:
     sampler = getattr(data_loader, "batch_sampler", None)
     per_process = getattr(sampler, "batch_size", None) or getattr(data_loader, "batch_size", 1)
     return effective_batch_size(per_process, comm.get_world_size(), accumulation)
+
+
+def _complete_record(groups: ParamGroups, optimizer_cfg: Any) -> None:
+    """Gives the record of groups a builder made itself (no base values, no LR for the groups
+    that took the optimizer's) the run's base LR and weight decay and every parameter's values,
+    so the table and `explain` show the true base and scale."""
+    record, options = groups.record, optimizer_cfg.get("params") or {}
+    derive = record.base_lr is None
+    if derive:
+        record.base_lr = _number(options.get("lr", optimizer_cfg.get("lr")))
+    if record.base_weight_decay is None:
+        default = optimizer_cfg.get("weight_decay")
+        record.base_weight_decay = _number(options.get("weight_decay", default))
+    for group in groups:
+        for name in group["param_names"]:
+            decision = record.decisions[name]
+            if math.isnan(decision.lr):
+                decision.lr = float(group["lr"])
+            if math.isnan(decision.weight_decay):
+                decision.weight_decay = float(group.get("weight_decay", 0.0))
+            if derive and record.base_lr:
+                decision.lr_scale = decision.lr / record.base_lr
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _schedule_units(cfg: Any) -> list[str]:
+    """How each schedule of an ``lr_scheduler`` config gives positions (``unit``): its main
+    schedule's and its group schedules'; a schedule object is a function of the fraction."""
+    schedules = [cfg.get("schedule"), *((cfg.get("group_schedules") or {}).values())]
+    units = []
+    for schedule in schedules:
+        unit = schedule.get("unit", "fraction") if isinstance(schedule, DictConfig) else None
+        units.append(unit if isinstance(unit, str) else "fraction")
+    return units
+
+
+def changes_against_checkpoint(groups: ParamGroups, weights: CheckpointReport) -> list[str]:
+    """Lines saying what a resumed run changed against its checkpoint: the base LR and weight
+    decay, each group's LR and weight decay, new and removed groups, parameters in another
+    group (or one line saying nothing changed)."""
+    trainer = weights.contents.get("trainer")
+    trainer = trainer if isinstance(trainer, dict) else {}
+    saved = trainer.get("optimizer") if isinstance(trainer.get("optimizer"), dict) else {}
+    hparams, placed = saved.get("group_hparams") or {}, saved.get("groups") or {}
+    changes = _base_changes(groups.record, trainer.get("param_group_bases") or {})
+    if not hparams:  # an older checkpoint (torch's optimizer state): nothing to compare with
+        return [f"changed against the checkpoint: {change}" for change in changes]
+    ours = dict(zip(param_group_names(groups), groups, strict=True))
+    for name, group in ours.items():
+        if name not in hparams:
+            changes.append(f"new group '{name}' ({len(group['params'])} tensors)")
+        elif described := _group_change(hparams[name], group):
+            changes.append(f"'{name}': {described}")
+    changes += [f"group '{n}' is gone" for n in hparams if n not in ours]
+    moved = [
+        f"{n} ('{placed[n]}' -> '{g}')"
+        for g, group in ours.items()
+        for n in group["param_names"]
+        if n in placed and placed[n] != g and placed[n] in ours
+    ]
+    if moved:
+        shown = ", ".join(moved[:5]) + (f", ... (+{len(moved) - 5} more)" if len(moved) > 5 else "")
+        changes.append(f"{len(moved)} parameters in another group: {shown}")
+    if not changes:
+        return ["unchanged against the checkpoint: groups, LRs and weight decay"]
+    return [f"changed against the checkpoint: {change}" for change in changes]
+
+
+def _base_changes(record: Any, saved: dict[str, Any]) -> list[str]:
+    out = []
+    for key, label in (("base_lr", "base lr"), ("base_weight_decay", "base weight decay")):
+        old, new = saved.get(key), getattr(record, key, None)
+        if isinstance(old, int | float) and isinstance(new, int | float) and _differ(old, new):
+            out.append(f"{label} {old:.4g} -> {new:.4g}")
+    return out
+
+
+def _group_change(saved: dict[str, Any], group: dict[str, Any]) -> str:
+    """``lr 0.05 -> 0.1, weight decay 0.0001 -> 0``: the group's LR (the one its schedule
+    scales) and weight decay, the checkpoint's -> this run's; "" when both are the same."""
+    parts = []
+    for key, label in (("initial_lr", "lr"), ("weight_decay", "weight decay")):
+        old = saved.get(key, saved.get("lr")) if key == "initial_lr" else saved.get(key)
+        new = group.get(key, group.get("lr")) if key == "initial_lr" else group.get(key)
+        if isinstance(old, int | float) and isinstance(new, int | float) and _differ(old, new):
+            parts.append(f"{label} {old:.4g} -> {float(new):.4g}")
+    return ", ".join(parts)
+
+
+def _differ(a: float, b: float) -> bool:
+    return abs(float(a) - float(b)) > 1e-12 * max(abs(float(a)), abs(float(b)), 1e-30)
 
 
 def _check_resumable(weights: CheckpointReport) -> None:
@@ -267,10 +396,12 @@ def _convert_position(
     logger.info(
         "Resuming with effective batch %d (the checkpoint's: %d): %s samples seen, iteration "
         "%d at batch %d -> iteration %d at batch %d",
-        *(new, old, f"{samples:,}", last, old, moved, new),
+        *(new, old, f"{samples:,}", last + 1, old, moved + 1, new),  # iterations done
     )
     weights.extra["iteration"] = weights.contents["iteration"] = moved
     weights.contents["trainer"].update(iteration=moved, batch=new)
+    if "iterations_done" in weights.contents["trainer"]:
+        weights.contents["trainer"]["iterations_done"] = moved + 1
     _move_hook_positions(weights.contents["trainer"].get("hooks") or {}, moved, old, new)
 
 

@@ -97,6 +97,10 @@ class Trainer:
         self.stop_signal: Any = None
         self.stop_requested = False
         self.storage = EventStorage()
+        # The run's base LR and weight decay ({"base_lr": ..., "base_weight_decay": ...}), saved
+        # with the trainer so a resume can say what changed against the checkpoint.
+        self.param_group_bases: dict[str, Any] = {}
+        self.resumed_zero_based = False
         self._hooks: list[HookBase] = []
         self._data_iter: Iterator[Any] | None = None
 
@@ -131,7 +135,7 @@ class Trainer:
                     self.run_step()
                     self._call_hooks("after_step")
                     if self.stop_requested:
-                        logger.warning("Stopping after iteration %d on request", self.iter)
+                        logger.warning("Stopping after iteration %d on request", self.iter + 1)
                         break
                 # The iterations done are start_iter .. self.iter - 1.
                 self.iter = self.iter + 1 if self.stop_requested else max_iter
@@ -245,7 +249,16 @@ class Trainer:
             if state:
                 hooks[key] = state
         optimizer = optimizer_state_by_name(self.optimizer, comm.unwrap_model(self.model))
-        state = {"iteration": self.iter, "optimizer": optimizer, "hooks": hooks}
+        # `iteration`: the index of the last finished one (from 0); `iterations_done` is how the
+        # console, metrics.json and checkpoint names count (its presence marks that numbering).
+        state = {
+            "iteration": self.iter,
+            "iterations_done": self.iter + 1,
+            "optimizer": optimizer,
+            "hooks": hooks,
+        }
+        if self.param_group_bases:
+            state["param_group_bases"] = dict(self.param_group_bases)
         batch = self.effective_batch
         if batch is not None:
             # The position in samples: a resume at another batch converts it exactly (build_run).
@@ -268,6 +281,8 @@ class Trainer:
         hyperparameters (from the current config) stay: a resume may change the grouping.
         """
         self.iter = state["iteration"]
+        # A checkpoint of the old numbering: its run's metrics.json counts iterations from 0.
+        self.resumed_zero_based = "iterations_done" not in state
         saved = state["optimizer"]
         if "param_groups" in saved:  # a torch optimizer.state_dict() (keyed by position)
             names = [n for n, _ in comm.unwrap_model(self.model).named_parameters()]

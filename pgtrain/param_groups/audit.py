@@ -11,7 +11,7 @@ from pgtrain.param_groups.model_params import ModelParams, collect_model_params
 from pgtrain.param_groups.names import param_group_names
 from pgtrain.param_groups.record import BuildRecord, ParamDecision, ParamGroups
 
-__all__ = ["audit_param_groups", "named_groups"]
+__all__ = ["audit_param_groups", "builder_source", "named_groups"]
 
 _SHOWN = 5  # names listed in an error before "... and N more"
 
@@ -150,7 +150,8 @@ def _record_from_groups(
 ) -> BuildRecord:
     """Describes hand-made groups per parameter, so reports work the same for them."""
     record = BuildRecord(
-        builder, notes=[f"groups made by '{builder}' directly: no rule provenance"]
+        builder,
+        notes=[f"groups made by '{builder}' directly: no rules, the values are the builder's own"],
     )
     extra = {k for g in groups for k in g} - {
         "params",
@@ -164,6 +165,10 @@ def _record_from_groups(
     by_index = {}
     for group in groups:
         options = {k: group[k] for k in extra if k in group}
+        # What the groups set themselves is their provenance: "set by builder 'name'".
+        applied = [
+            (builder_source(builder), k, group[k]) for k in ("lr", "weight_decay") if k in group
+        ]
         for name in group["param_names"]:
             by_index[params.index_of_name[name]] = ParamDecision(
                 name,
@@ -173,12 +178,18 @@ def _record_from_groups(
                 lr_scale=float(group.get("lr_scale", 1.0)),
                 weight_decay=float(group.get("weight_decay", float("nan"))),
                 options=options,
+                applied=list(applied),
             )
     for i, name in enumerate(params.names):
         decision = by_index.get(i) or ParamDecision(name, (), "", frozen=True)
         decision.shape = tuple(params.tensors[i].shape)
         record.decisions[name] = decision
     return record
+
+
+def builder_source(builder: str) -> str:
+    """The provenance source of a value a builder's groups set themselves (no rule behind it)."""
+    return f"builder '{builder}'"
 
 
 def named_groups(

@@ -145,8 +145,11 @@ class ParamGroups(list):
 
 
 def _base(base: float | None, key: str, applied: list[tuple[str, str, Any]]) -> str:
-    """Returns how a value was composed, e.g. `` (base 0.01 x 10 x 0.5)``."""
+    """Returns how a value was composed, e.g. `` (base 0.01 x 10 x 0.5)``, or for a value a
+    builder's groups set themselves `` (set by builder 'two_speed': 5 x base 0.005)``."""
     absolute = [(s, v) for s, k, v in applied if k == key]
+    if absolute and absolute[-1][0].startswith("builder '"):
+        return f" ({_set_by(*absolute[-1], base)})"
     mult_key = "lr_mult" if key == "lr" else "wd_mult"
     mults = [f"{v:g}" for _, k, v in applied if k == mult_key]
     start = (
@@ -155,3 +158,10 @@ def _base(base: float | None, key: str, applied: list[tuple[str, str, Any]]) -> 
         else ("base" if base is None else f"base {base:.6g}")
     )
     return f" ({' x '.join([start, *mults])})"
+
+
+def _set_by(source: str, value: float, base: float | None) -> str:
+    """``set by builder 'x': 5 x base 0.005``: the builder's own value, against the base."""
+    if not base or float(value) == float(base):
+        return f"set by {source}" + (f" = base {base:.6g}" if base else "")
+    return f"set by {source}: {float(value) / base:.6g} x base {base:.6g}"

@@ -28,16 +28,25 @@ class _Summary:
     record: BuildRecord | None
     frozen: list[tuple[str, tuple[int, ...]]]
     aliases: dict[str, list[str]]
+    base_lr: float | None = None  # what "lr scale" divides by: the record's, or the optimizer's
+
+
+def _base_lr(groups: Groups, record: BuildRecord | None) -> float | None:
+    if record is not None:
+        return record.base_lr
+    lr = groups.defaults.get("lr") if isinstance(groups, torch.optim.Optimizer) else None
+    return float(lr) if isinstance(lr, int | float) and not isinstance(lr, bool) else None
 
 
 def _summarize(groups: Groups, model: nn.Module | None) -> _Summary:
     record = groups.record if isinstance(groups, ParamGroups) else None
     named = named_groups(groups, model)
+    base = _base_lr(groups, record)
     if record is not None:
         frozen = [(d.name, d.shape) for d in record.decisions.values() if d.frozen]
-        return _Summary(named, record, frozen, record.aliases)
+        return _Summary(named, record, frozen, record.aliases, base)
     if model is None:
-        return _Summary(named, None, [], {})
+        return _Summary(named, None, [], {}, base)
     inventory = collect_model_params(model)
     placed = {n for _, _, names in named for n in names}
     frozen = [
@@ -46,30 +55,48 @@ def _summarize(groups: Groups, model: nn.Module | None) -> _Summary:
         if n not in placed
     ]
     aliases = {inventory.names[i]: a for i, a in inventory.aliases.items()}
-    return _Summary(named, None, frozen, aliases)
+    return _Summary(named, None, frozen, aliases, base)
 
 
-def format_param_group_table(groups: Groups, model: nn.Module | None = None) -> str:
+def format_param_group_table(
+    groups: Groups,
+    model: nn.Module | None = None,
+    *,
+    first_iter: int = 1,
+    first_lrs: Sequence[float] | None = None,
+) -> str:
     """Returns the summary table logged at the start of every run.
 
     One row per group (name, tensors, parameters, lr, lr scale, weight decay, the algorithm of a
     hybrid optimizer, rules applied), then the totals of trainable and frozen parameters, tied
-    parameters and the build's notes.
+    parameters and the build's notes. "lr scale" is the group's own LR over the base LR.
+
+    Args:
+        groups: the groups (see the module docstring).
+        model: names parameters of groups without ``param_names``.
+        first_iter: the first iteration that will run, counted as the console counts (1 for a
+            new run, 21 for a resume after 20 iterations): the "lr at iter N" column's N.
+        first_lrs: every group's LR at that iteration, in group order (the scheduler's
+            ``lrs_at``); None: the groups' current ``lr``.
     """
     s = _summarize(groups, model)
     routed = any("optimizer" in g for _, g, _ in s.named)  # Muon + AdamW: which updates it
-    # After a scheduler took the groups' LRs, `lr` is the first iteration's (warmup included) and
-    # `initial_lr x lr_factor` the one the schedule multiplies: show both when they differ.
-    scheduled = any(_differs(_scheduled_lr(g), g.get("lr")) for _, g, _ in s.named)
+    firsts = list(first_lrs) if first_lrs is not None else [g.get("lr") for _, g, _ in s.named]
+    # After a scheduler took the groups' LRs, the first iteration's LR (warmup included) and
+    # `initial_lr x lr_factor`, the one the schedule multiplies, may differ: show both then.
+    # At a resume (first_iter > 1) the column always shows: the LRs the run continues with.
+    scheduled = first_iter > 1 or any(
+        _differs(_scheduled_lr(g), lr) for (_, g, _), lr in zip(s.named, firsts, strict=True)
+    )
     rows = [("group", "tensors", "parameters", "lr", "lr scale", "weight decay", "rules applied")]
     if scheduled:
-        rows[0] = (*rows[0][:4], "lr at iter 0", *rows[0][4:])
+        rows[0] = (*rows[0][:4], f"lr at iter {first_iter}", *rows[0][4:])
     if routed:
         rows[0] = (*rows[0][:-1], "optimizer", rows[0][-1])
     composed = _compositions(s)
-    for name, group, _ in s.named:
+    for (name, group, _), first_lr in zip(s.named, firsts, strict=True):
         lr = _fmt(_scheduled_lr(group))
-        first = (_num(group, "lr"),) if scheduled else ()
+        first = (_fmt(first_lr),) if scheduled else ()
         mark = "*" if composed.get(name) else ""
         rows.append(
             (
@@ -78,7 +105,7 @@ def format_param_group_table(groups: Groups, model: nn.Module | None = None) -> 
                 f"{_numel(group['params']):,}",
                 lr,
                 *first,
-                _num(group, "lr_scale") + mark,
+                _scale(group, s.base_lr) + mark,
                 _num(group, "weight_decay"),
                 *((str(group.get("optimizer", "-")),) if routed else ()),
                 ", ".join(group.get("rules", ())) or "-",
@@ -233,6 +260,15 @@ def _scheduled_lr(group: Mapping[str, Any]) -> Any:
     if "initial_lr" not in group:
         return group.get("lr")
     return float(group["initial_lr"]) * float(group.get("lr_factor", 1.0))
+
+
+def _scale(group: Mapping[str, Any], base: float | None) -> str:
+    """``lr / base lr`` from the group's own LR (its initial LR once a scheduler took it), so a
+    builder's own 5x shows as 5; the group's ``lr_scale`` where the base is unknown or 0."""
+    lr = group.get("initial_lr", group.get("lr"))
+    if base and isinstance(lr, int | float):
+        return _fmt(float(lr) / base)
+    return _fmt(group["lr_scale"]) if "lr_scale" in group else "-"
 
 
 def _numel(tensors: Sequence[torch.Tensor]) -> int:

@@ -118,6 +118,10 @@ class LRMultiplier(LRScheduler):
     ) -> None:
         self.max_iter = positive_int(max_iter, "max_iter")
         self.lr_factor = 1.0
+        # How positions are given (see `describe_positions`): fractions unless told otherwise.
+        self._units: tuple[str, ...] = ("fraction",)
+        self._iters_per_epoch: int | None = None
+        self._in_epochs = False
         self.group_names = param_group_names(optimizer.param_groups)
         self._schedules = _resolve_schedules(self.group_names, schedule, group_schedules)
         for group in optimizer.param_groups:
@@ -223,28 +227,87 @@ class LRMultiplier(LRScheduler):
                 list(saved),
             )
 
+    def describe_positions(
+        self, units: Sequence[str], iters_per_epoch: int | None = None, in_epochs: bool = False
+    ) -> None:
+        """Tells the scheduler how its schedules give positions (``fraction``, ``iter`` or
+        ``epoch``, one per schedule) and whether the run's length is in epochs, so a resume that
+        changes the length speaks of the units used and warns only when positions move."""
+        self._units = tuple(units)
+        self._iters_per_epoch = iters_per_epoch
+        self._in_epochs = bool(in_epochs and iters_per_epoch)
+
     def _log_length_change(self, state_dict: dict[str, Any]) -> None:
-        """Says when a resume trains for another length than the checkpoint's run, and what that
-        does to the next LR (positions given as fractions of max_iter move with it)."""
+        """Says when a resume trains for another length than the checkpoint's run: a warning
+        when schedule positions are fractions of the length (they move with it), with the next
+        iteration's schedule multiplier before and after; one info line when they are given in
+        iterations or epochs (they stay). Changed LRs are the param-group table's to show."""
         saved_max = state_dict.get("max_iter")
         if not is_whole(saved_max) or saved_max == self.max_iter:
             return
-        it = self.last_epoch
-        names, lrs = state_dict.get("group_names") or (), state_dict.get("next_lrs") or ()
-        theirs = dict(zip(names, lrs, strict=False))  # an older checkpoint has no next_lrs
-        ours = dict(zip(self.group_names, self.lrs_at(it), strict=True))
-        pairs = ", ".join(
-            f"{name} {theirs[name]:.4g} -> {lr:.4g}" for name, lr in ours.items() if name in theirs
-        )
+        lengths = self._lengths(self.last_epoch, saved_max)
+        units = self._units
+        if "fraction" not in units:
+            logger.info(
+                "%s. The schedule's positions are given in %s, so they stay where they were",
+                lengths,
+                " and ".join(
+                    dict.fromkeys("iterations" if u == "iter" else "epochs" for u in units)
+                ),
+            )
+            return
+        first, second = ("epochs", "epoch") if self._in_epochs else ("iterations", "iter")
+        other, other_unit = ("iterations", "iter") if first == "epochs" else ("epochs", "epoch")
         logger.warning(
-            "Resumed at iteration %d with max_iter %d; the checkpoint's run had %d. Schedule "
-            "positions given as fractions (the default) move with the length%s. To keep "
-            "milestones and warmup where they were, give them in iterations (unit='iter') or "
-            "epochs (unit='epoch')",
-            it,
-            self.max_iter,
-            saved_max,
-            f": next LR, the checkpoint's schedule -> this run's: {pairs}" if pairs else "",
+            "%s. Schedule positions given as fractions of the length (unit='fraction') move with "
+            "it%s. To keep milestones and warmup where they were, give them in %s "
+            "(unit='%s') or %s (unit='%s')",
+            lengths,
+            self._multiplier_change(state_dict),
+            first,
+            second,
+            other,
+            other_unit,
+        )
+
+    def _lengths(self, done: int, saved_max: int) -> str:
+        """``Resumed after 10 iterations with max_iter 40; the checkpoint's run had 20``, in
+        epochs when the run's length is given in epochs."""
+        if not self._in_epochs:
+            return (
+                f"Resumed after {done:,} iterations with max_iter {self.max_iter:,}; the "
+                f"checkpoint's run had {saved_max:,} iterations"
+            )
+        per = self._iters_per_epoch
+        return (
+            f"Resumed after {done / per:.3g} epochs ({done:,} iterations) with train.epochs "
+            f"{self.max_iter / per:.3g} ({self.max_iter:,} iterations); the checkpoint's run had "
+            f"{saved_max / per:.3g} epochs ({saved_max:,} iterations)"
+        )
+
+    def _multiplier_change(self, state_dict: dict[str, Any]) -> str:
+        """``: the next iteration's schedule multiplier, the checkpoint's -> this run's: default
+        x1 -> x0.1``; the LRs themselves are left out (a changed base LR is no length effect)."""
+        names = state_dict.get("group_names") or ()
+        bases, lrs = state_dict.get("base_lrs") or (), state_dict.get("next_lrs") or ()
+        factor = float(state_dict.get("lr_factor", 1.0)) or 1.0
+        theirs = {n: lr / (b * factor) for n, b, lr in zip(names, bases, lrs, strict=False) if b}
+        ours = {
+            n: lr / (float(b) * self.lr_factor)
+            for n, b, lr in zip(
+                self.group_names, self.base_lrs, self.lrs_at(self.last_epoch), strict=True
+            )
+            if float(b)
+        }
+        changes = {n: f"x{theirs[n]:.4g} -> x{m:.4g}" for n, m in ours.items() if n in theirs}
+        if not changes:
+            return ""
+        if len(set(changes.values())) == 1:  # the same for every group
+            shown = next(iter(changes.values()))
+        else:
+            shown = ", ".join(f"{n} {c}" for n, c in changes.items())
+        return (
+            f" (the next iteration's schedule multiplier, the checkpoint's -> this run's: {shown})"
         )
 
 

@@ -23,7 +23,8 @@ class EventWriter:
     """Writes what the storage recorded since the last call."""
 
     def start(self, start_iter: int) -> None:
-        """Called once before training starts at `start_iter` (0, or the resumed iteration)."""
+        """Called once before training starts after `start_iter` iterations done (0, or the
+        resumed run's)."""
 
     def write(self, storage: EventStorage) -> None:
         """Writes the newest metrics."""
@@ -50,16 +51,18 @@ class _SinceLastWrite:
 
 
 class JSONWriter(EventWriter):
-    """Appends one JSON object per write to `path`: ``{"iteration": 19, "total_loss": ...}``,
-    with ``"epoch"`` (epochs done after that iteration, e.g. 2.5) when `iters_per_epoch` is given
-    and ``"samples"`` (samples trained after it) when the effective `batch` is.
+    """Appends one JSON object per write to `path`: ``{"iteration": 20, "total_loss": ...}``
+    (iterations done, as the console's "iter 20/100" and the checkpoint ``model_0000020.pth``
+    count them), with ``"epoch"`` (epochs done, e.g. 2.5) when `iters_per_epoch` is given and
+    ``"samples"`` (samples trained) when the effective `batch` is.
 
     Values recorded at different iterations since the last write (e.g. an evaluation) go in
     separate lines, each stamped with its own iteration. `start` keeps only the lines of what
     came before (rewritten atomically), so a resumed run that repeats the iterations after its
     checkpoint holds each iteration once, and a new run starts an empty file. "Before" is by
     samples where both the line and this run know them (a resume at another batch counts
-    iterations of another size), else by iteration.
+    iterations of another size), else by iteration. A file of the old numbering (iterations
+    from 0; set `zero_based` before `start`) has its kept lines renumbered.
     """
 
     def __init__(
@@ -75,11 +78,14 @@ class JSONWriter(EventWriter):
         self._file: Any = None
         self._window = window
         self._since = _SinceLastWrite()
+        self.zero_based = False  # the file was written by the old numbering (from 0)
 
     def start(self, start_iter: int) -> None:
         if g_pathmgr.exists(self._path):
             with g_pathmgr.open(self._path) as f:
                 kept = [line for line in f if self._before(line, start_iter)]
+            if self.zero_based:
+                kept = [_renumbered(line) for line in kept]
             write_text_atomically(self._path, "".join(kept))
         self._file = g_pathmgr.open(self._path, "a")
 
@@ -105,11 +111,13 @@ class JSONWriter(EventWriter):
         samples = _field(line, "samples")
         if self._batch and samples is not None:
             return samples <= start_iter * self._batch
-        return _field(line, "iteration", math.inf) < start_iter
+        done = _field(line, "iteration", math.inf) + (1 if self.zero_based else 0)
+        return done <= start_iter
 
     def _stamp(self, it: int) -> dict[str, Any]:
-        """``{"iteration": it}``, with the epochs and the samples done after it where known."""
-        stamp: dict[str, Any] = {"iteration": it}
+        """``{"iteration": it + 1}`` (iterations done after the one of index `it`), with the
+        epochs and the samples done where known."""
+        stamp: dict[str, Any] = {"iteration": it + 1}
         if self._iters_per_epoch:
             stamp["epoch"] = round((it + 1) / self._iters_per_epoch, 4)
         if self._batch:
@@ -119,6 +127,16 @@ class JSONWriter(EventWriter):
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+
+
+def _renumbered(line: str) -> str:
+    """A metrics line of the old numbering (from 0) with ``iteration`` as iterations done."""
+    try:
+        record = json.loads(line)
+        record["iteration"] += 1
+    except (ValueError, KeyError, TypeError):
+        return line
+    return json.dumps(record) + "\n"
 
 
 def _field(line: str, key: str, missing: float | None = None) -> float | None:
@@ -141,7 +159,7 @@ class TensorboardWriter(EventWriter):
 
     def write(self, storage: EventStorage) -> None:
         for name, (value, it) in self._since.new_items(storage, self._window).items():
-            self._writer.add_scalar(name, value, it)
+            self._writer.add_scalar(name, value, it + 1)  # iterations done, as the console
         self._writer.flush()
 
     def close(self) -> None:

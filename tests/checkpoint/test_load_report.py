@@ -33,7 +33,10 @@ def test_bare_state_dict_with_other_num_classes(tmp_path, make_net, caplog):
         assert torch.equal(model.head.state_dict()[key], value)
     for key, value in source.backbone.state_dict().items():
         assert torch.equal(model.backbone.state_dict()[key], value)
-    assert "fresh parameters (2): head.weight, head.bias" in report.summary()
+    assert (
+        "fresh: not in this file, start from their initialization (2): head.weight, head.bias"
+        in report.summary()
+    )
 
 
 class _Grown(nn.Module):

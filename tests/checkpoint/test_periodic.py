@@ -34,8 +34,8 @@ def test_saves_every_period_and_final(tmp_path, make_net):
     hook = PeriodicCheckpointer(Checkpointer(make_net(), str(tmp_path)), period=3)
     _run(hook, max_iter=7)
     assert _iterations(tmp_path) == {
-        "model_0000002.pth": 2,
-        "model_0000005.pth": 5,
+        "model_0000003.pth": 2,  # named by iterations done; `iteration` is the index
+        "model_0000006.pth": 5,
         "model_final.pth": 6,
     }
     assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
@@ -46,7 +46,7 @@ def test_explicit_max_iter_prefix_and_resume_start(tmp_path, make_net):
     hook = PeriodicCheckpointer(checkpointer, 2, max_iter=6, file_prefix="net")
     # A resumed run starts at 3; the hook's max_iter wins over the trainer's.
     _run(hook, max_iter=6, start_iter=3, trainer_max_iter=100)
-    assert _iterations(tmp_path) == {"net_0000005.pth": 5, "net_final.pth": 5}
+    assert _iterations(tmp_path) == {"net_0000006.pth": 5, "net_final.pth": 5}
 
 
 def test_non_main_rank_writes_nothing(tmp_path, make_net):

@@ -56,3 +56,30 @@ def test_other_datasets_are_not_coco(tmp_path):
     cfg = OmegaConf.create({"dataloader": {"train": {"dataset": L(DigitsDataset)(split="train")}}})
     assert list(coco_datasets(cfg)) == []
     check_datasets(OmegaConf.create({}))
+
+
+def test_train_net_refuses_a_bad_test_set_before_anything_starts(tmp_path):
+    """As typed: a test json with a duplicate annotation id used to be found only by the final
+    evaluation, after the whole training; now it is one line, exit 2, no output folder."""
+    from tests._cli_batch import run_batch
+
+    train = write(tmp_path / "train", [image(1, 64, 64)], [ann(1, 1, [5, 5, 30, 30])])
+    test = write(tmp_path / "val", [image(1, 64, 64)],
+                 [ann(1, 1, [5, 5, 30, 30]), ann(1, 1, [9, 9, 20, 20])])  # fmt: skip
+    out = tmp_path / "out"
+    common = ["--config", "projects/maskrcnn/config.py", "model.num_classes=2",
+              f"dataloader.train.dataset.json_file={train[0]}",
+              f"dataloader.train.dataset.image_root={train[1]}",
+              f"dataloader.test.dataset.json_file={test[0]}",
+              f"dataloader.test.dataset.image_root={test[1]}",
+              f"train.output_dir={out}", "train.max_iter=2"]  # fmt: skip
+    training, evaluating = run_batch(
+        "tools/train_net.py", [common, [*common, "--eval-only"]], tmp_path
+    )
+    for result in (training, evaluating):
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert result.stderr.strip().splitlines() == [
+            f"error: {test[0]}: annotation id 1: occurs 2 times (merged exports?); "
+            "give every annotation a unique id"
+        ]
+        assert not out.exists()

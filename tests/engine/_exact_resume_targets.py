@@ -17,7 +17,7 @@ from pgtrain.data import ToyClassificationDataset
 from pgtrain.modeling import MLPClassifier
 from pgtrain.utils import comm
 
-CHECKPOINT = "model_0000004.pth"  # after iteration 4 of 12: past the first epoch boundary
+CHECKPOINT = "model_0000005.pth"  # after 5 iterations of 12: past the first epoch boundary
 
 
 class AugmentedToy(ToyClassificationDataset):

@@ -49,10 +49,10 @@ def assert_resume_is_exact(out):
     assert_same(unbroken["trainer"]["optimizer"], resumed["trainer"]["optimizer"], "optimizer")
     assert unbroken["trainer"]["iteration"] == resumed["trainer"]["iteration"] == 11
     assert unbroken["trainer"]["samples_seen"] == 12 * 8  # 2 per process x 2 x 2 micro-batches
-    # The resumed run trained iterations 5..11, not a step more or less.
+    # The resumed run trained iterations 6..12 (as the console counts), not a step more or less.
     with open(os.path.join(out, "resumed", "metrics.json")) as f:
         records = [json.loads(line) for line in f if "total_loss" in line]
-    assert [r["iteration"] for r in records] == [7, 11]
+    assert [r["iteration"] for r in records] == [8, 12]
 
 
 @pytest.mark.parametrize("as_tuple", [False, True], ids=["dict", "tuple"])

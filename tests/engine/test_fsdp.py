@@ -72,7 +72,7 @@ def test_two_fsdp_processes_train_as_one_process(runs):
     for name, state in state_one["state"].items():
         assert_same_tensors(state, state_two["state"][name], f"optimizer state of {name}")
     # Training moved the weights (the equality is not that of two idle models).
-    first = read_sharded(str(runs / "single" / "model_0000001.dcp"))
+    first = read_sharded(str(runs / "single" / "model_0000002.dcp"))
     assert not torch.allclose(first["model"]["head.weight"], one["model"]["head.weight"])
 
 
@@ -89,9 +89,9 @@ def test_a_two_process_fsdp_checkpoint_resumes_in_one_process_and_under_ddp(runs
 
 def test_fsdp_logs_the_same_groups_lrs_and_statistics(runs):
     one, two = metrics(runs / "single"), metrics(runs / "fsdp")
-    assert sorted(one) == sorted(two) == [0, 1, 2, 3]
+    assert sorted(one) == sorted(two) == [1, 2, 3, 4]  # iterations done
     stats = ("lr", "grad_norm", "weight_norm", "update_ratio")
-    keys = [k for k in one[0] if "/" in k and k.split("/")[0] in stats] + [
+    keys = [k for k in one[1] if "/" in k and k.split("/")[0] in stats] + [
         "grad_norm",
         "total_loss",
     ]
@@ -131,8 +131,9 @@ def test_a_one_process_checkpoint_resumes_regrouped_in_two_fsdp_processes(runs):
     assert "moved 'layer_1[wd=0.05]' -> 'attn[" in log  # the state followed by name
     lrs_one, lrs_two = metrics(runs / "resumed_single"), metrics(runs / "resumed")
     head = "lr/head[wd=0.05]"
-    assert lrs_two[4][head] == pytest.approx(lrs_one[4][head])
-    assert lrs_two[4][head] == pytest.approx(30 * lrs_two[4]["lr/layer_3"])  # 30x now, not 10x
+    # the first resumed iteration, the 5th
+    assert lrs_two[5][head] == pytest.approx(lrs_one[5][head])
+    assert lrs_two[5][head] == pytest.approx(30 * lrs_two[5]["lr/layer_3"])  # 30x now, not 10x
 
 
 def test_fsdp_accumulation_reduces_gradients_once_per_step(runs):

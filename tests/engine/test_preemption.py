@@ -111,11 +111,11 @@ def preempt_and_resume(out, processes, target):
     assert proc.returncode == 128 + signal.SIGTERM, stderr[-3000:]
     assert "Stopped by SIGTERM after iteration" in stdout, stdout[-3000:]
     pointer = (out / "last_checkpoint").read_text()
-    stopped = int(pointer.removeprefix("model_").removesuffix(".pth"))
-    assert 50 <= stopped < ITERS - 1, pointer
+    stopped = int(pointer.removeprefix("model_").removesuffix(".pth"))  # iterations done
+    assert 50 < stopped < ITERS, pointer
     resumed = run(command(out, "--resume", processes=processes))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"Starting training from iteration {stopped + 1} of {ITERS}" in resumed.stdout
+    assert f"Starting training from iteration {stopped} of {ITERS}" in resumed.stdout
     assert_same_weights(final_weights(out), final_weights(target))
     records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
     iterations = [r["iteration"] for r in records if "total_loss" in r]

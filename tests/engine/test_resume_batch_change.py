@@ -48,12 +48,12 @@ def test_a_larger_batch_resumes_at_the_same_sample_and_epoch(tmp_path, caplog):
         )
     assert (
         "Resuming with effective batch 64 (the checkpoint's: 32): 2,048 samples seen, iteration "
-        "63 at batch 32 -> iteration 31 at batch 64" in caplog.text
+        "64 at batch 32 -> iteration 32 at batch 64" in caplog.text
     )
     assert "Starting training from iteration 32 of 64" in caplog.text
     stamps = [(r["iteration"], r["epoch"]) for r in records(tmp_path)]
     # metrics.json: the first run's epoch (by iteration at batch 32), then the resumed one's.
-    assert stamps[-2:] == [(47, 1.5), (63, 2.0)]
+    assert stamps[-2:] == [(48, 1.5), (64, 2.0)]  # iterations done
     # The first run's lines stay (kept by epoch: their iterations count batches of 32), and the
     # epoch column runs on without a gap or a repeat.
     epochs = [epoch for _, epoch in stamps]
@@ -69,12 +69,12 @@ def test_the_schedule_continues_at_the_same_fraction_of_the_run(tmp_path):
     two_epochs = ["train.max_iter=null", "train.epochs=2", *schedule]
     train(tmp_path, *two_epochs, "train.checkpoint.period=64")
     unbroken = {r["iteration"]: r["lr/default"] for r in records(tmp_path)}
-    (tmp_path / "last_checkpoint").write_text("model_0000063.pth")  # after one epoch
+    (tmp_path / "last_checkpoint").write_text("model_0000064.pth")  # after one epoch
     train(tmp_path, *two_epochs, "train.accumulation=2", resume=True)
     resumed = {r["iteration"]: r["lr/default"] for r in records(tmp_path) if r["epoch"] > 1}
     # The same samples (3,072 after the step, then the end) train at the same LR.
-    assert resumed == {47: unbroken[95], 63: unbroken[127]}
-    assert unbroken[95] == pytest.approx(0.005) and unbroken[127] == pytest.approx(0.0005)
+    assert resumed == {48: unbroken[96], 64: unbroken[128]}
+    assert unbroken[96] == pytest.approx(0.005) and unbroken[128] == pytest.approx(0.0005)
 
 
 class _Indices(torch.utils.data.Dataset):
@@ -157,8 +157,8 @@ def _strip_position(path):
 
 def test_an_older_checkpoint_resumes_as_before_when_the_batch_is_unknown(tmp_path, caplog):
     one_epoch_at_batch_32(tmp_path)
-    _strip_position(tmp_path / "model_0000031.pth")
-    (tmp_path / "last_checkpoint").write_text("model_0000031.pth")
+    _strip_position(tmp_path / "model_0000032.pth")
+    (tmp_path / "last_checkpoint").write_text("model_0000032.pth")
     with caplog.at_level(logging.INFO, logger="pgtrain"):
         train(tmp_path, "train.max_iter=null", "train.epochs=1", resume=True)
     assert "Starting training from iteration 32 of 64" in caplog.text
@@ -167,8 +167,8 @@ def test_an_older_checkpoint_resumes_as_before_when_the_batch_is_unknown(tmp_pat
 def test_an_older_checkpoint_is_refused_when_it_shows_another_batch(tmp_path):
     dynamic = ["train.lr_scaling.reference_batch=32", "train.lr_scaling.dynamic=True"]
     train(tmp_path, "train.max_iter=null", "train.epochs=1", "train.checkpoint.period=32", *dynamic)
-    _strip_position(tmp_path / "model_0000031.pth")
-    (tmp_path / "last_checkpoint").write_text("model_0000031.pth")
+    _strip_position(tmp_path / "model_0000032.pth")
+    (tmp_path / "last_checkpoint").write_text("model_0000032.pth")
     with pytest.raises(CheckpointError, match=r"does not record the samples it has seen.*32"):
         train(
             tmp_path,
@@ -186,5 +186,6 @@ def test_dynamic_lr_scaling_uses_the_new_batch_from_the_first_resumed_step(tmp_p
     resumed = ["train.epochs=2", "train.accumulation=2", "train.log_period=1"]
     train(tmp_path, "train.max_iter=null", *resumed, *dynamic, resume=True)
     lrs = {r["iteration"]: r["lr/default"] for r in records(tmp_path)}
-    # Linear scaling: batch 64 is twice the reference, from iteration 32 on (not one step late).
-    assert lrs[32] == pytest.approx(0.01) and lrs[33] == pytest.approx(0.01)
+    # Linear scaling: batch 64 is twice the reference, from the first resumed iteration (the
+    # 33rd) on, not one step late.
+    assert lrs[33] == pytest.approx(0.01) and lrs[34] == pytest.approx(0.01)

@@ -119,7 +119,7 @@ def test_metrics_record_the_epoch_next_to_the_iteration(tmp_path):
     train_net.do_train(cfg, resume=False)
     lines = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
     stamps = [(r["iteration"], r["epoch"]) for r in lines if "total_loss" in r]
-    assert stamps == [(15, 0.25), (31, 0.5), (47, 0.75), (63, 1.0)]
+    assert stamps == [(16, 0.25), (32, 0.5), (48, 0.75), (64, 1.0)]  # iterations done
 
 
 def test_training_longer_on_resume_logs_the_lengths_and_the_lr_jump(tmp_path, caplog):
@@ -129,12 +129,13 @@ def test_training_longer_on_resume_logs_the_lengths_and_the_lr_jump(tmp_path, ca
     train_net.do_train(toy("train.max_iter=100", *base), resume=False)
     with caplog.at_level(logging.WARNING, logger="pgtrain"):
         train_net.do_train(toy("train.max_iter=200", *base), resume=True)
-    # Fractions move: at iteration 100 the checkpoint's schedule was past both milestones
-    # (0.67, 0.89 of 100: 5e-5 for the default group) while this run is before them (5e-3).
+    # Fractions move: after 100 iterations the checkpoint's schedule was past both milestones
+    # (0.67, 0.89 of 100: x0.01) while this run is before them (x1).
     assert (
-        "Resumed at iteration 100 with max_iter 200; the checkpoint's run had 100. Schedule "
-        "positions given as fractions (the default) move with the length: next LR, the "
-        "checkpoint's schedule -> this run's: default 5e-05 -> 0.005, head 0.0005 -> 0.05"
+        "Resumed after 100 iterations with max_iter 200; the checkpoint's run had 100 "
+        "iterations. Schedule positions given as fractions of the length (unit='fraction') move "
+        "with it (the next iteration's schedule multiplier, the checkpoint's -> this run's: "
+        "x0.01 -> x1)"
     ) in caplog.text
 
 
@@ -150,11 +151,13 @@ def test_milestones_in_iterations_stay_where_they_were_on_a_longer_resume(tmp_pa
         "lr_scheduler.schedule.warmup_length=0",
     ]
     train_net.do_train(toy("train.max_iter=100", *base), resume=False)
-    with caplog.at_level(logging.WARNING, logger="pgtrain"):
+    with caplog.at_level(logging.INFO, logger="pgtrain"):
         train_net.do_train(toy("train.max_iter=200", *base), resume=True)
-    assert "default 0.0005 -> 0.0005, head 0.005 -> 0.005" in caplog.text
+    # Positions in iterations stay: one info line, no warning telling to use unit=iter.
+    assert "The schedule's positions are given in iterations, so they stay" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "Resumed" in r.msg]
     lrs = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
-    after = [r["lr/default"] for r in lrs if r["iteration"] >= 100 and "lr/default" in r]
+    after = [r["lr/default"] for r in lrs if r["iteration"] > 100 and "lr/default" in r]
     assert after and all(lr == pytest.approx(0.0005) for lr in after)
 
 

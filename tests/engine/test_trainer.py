@@ -127,7 +127,8 @@ def test_nan_loss_stops_with_iteration_before_the_step(toy_model, toy_dataset):
 
     trainer = make_trainer(toy_model, toy_dataset)
     trainer.register_hooks([Poison(), NonFiniteLossGuard()])
-    with pytest.raises(FloatingPointError, match="non-finite at iteration 2"):
+    # the 3rd iteration (index 2), counted as the console counts
+    with pytest.raises(FloatingPointError, match="non-finite at iteration 3"):
         trainer.train(0, 5)
     # The optimizer never stepped on NaN gradients: only the poisoned entry is NaN.
     assert torch.isfinite(toy_model.head.weight).all()
@@ -162,11 +163,11 @@ def test_nan_loss_never_reaches_a_checkpoint(toy_model, toy_dataset, tmp_path):
     trainer.register_hooks(
         [Poison(), NonFiniteLossGuard(), PeriodicCheckpointer(checkpointer, period=1)]
     )
-    with pytest.raises(FloatingPointError, match="iteration 3"):
+    with pytest.raises(FloatingPointError, match="iteration 4"):
         trainer.train(0, 10)
-    saved = sorted(p.name for p in tmp_path.glob("*.pth"))
-    assert saved == ["model_0000000.pth", "model_0000001.pth", "model_0000002.pth"]
+    saved = sorted(p.name for p in tmp_path.glob("*.pth"))  # named by iterations done
+    assert saved == ["model_0000001.pth", "model_0000002.pth", "model_0000003.pth"]
     for name in saved:
         state = torch.load(tmp_path / name, weights_only=True)["model"]
         assert all(torch.isfinite(v).all() for v in state.values()), name
-    assert checkpointer.get_checkpoint_file().endswith("model_0000002.pth")
+    assert checkpointer.get_checkpoint_file().endswith("model_0000003.pth")

@@ -67,8 +67,8 @@ def test_table_from_an_optimizer_without_names_counts_frozen_through_the_model()
     )
     table = format_param_group_table(optimizer, model)
     assert rows(table) == {
-        "group0": ["1", "12", "0.1", "default", "0", "-"],
-        "group1": ["2", "8", "0.5", "default", "0", "-"],
+        "group0": ["1", "12", "0.1", "1", "0", "-"],
+        "group1": ["2", "8", "0.5", "5", "0", "-"],  # lr / the optimizer's lr
     }
     assert "frozen: 1 tensors, 3 parameters" in table
     with pytest.raises(ConfigError, match="has no 'param_names'; pass the model"):

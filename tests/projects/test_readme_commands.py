@@ -67,7 +67,10 @@ def test_the_mask_rcnn_fine_tuning_commands(tmp_path):
     assert "8 samples / batch 2 = 4 iterations per epoch; 2 epochs = 8 iterations" in first.stdout
     assert second.returncode == 0, second.stderr[-3000:]
     log = second.stdout
-    assert "Resumed at iteration 8 with max_iter 12; the checkpoint's run had 8" in log
+    assert (
+        "Resumed after 2 epochs (8 iterations) with train.epochs 3 (12 iterations); the "
+        "checkpoint's run had 2 epochs (8 iterations)"
+    ) in log
     assert "--head-lr-multiplier 10 replaced the config's grouping" in log
     assert re.search(r"optimizer state by name: restored \d+, moved [1-9]", log), log[-3000:]
     assert "Starting training from iteration 8 of 12" in log
@@ -85,7 +88,10 @@ def test_the_vit_transfer_without_the_head(tmp_path):
     assert transfer.returncode == 0, transfer.stderr[-3000:]
     log = transfer.stdout
     assert "left out (init_checkpoint_exclude) (2): head.weight, head.bias" in log
-    assert "fresh parameters (2): head.weight, head.bias" in log
+    assert (
+        "fresh: not in this file, start from their initialization (2): head.weight, head.bias"
+        in log
+    )
 
 
 def test_the_main_readme_switches_optimizer_and_schedule_from_the_command_line(tmp_path):

@@ -14,6 +14,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import check_dataset  # noqa: E402
 
+from tests._loggers import loggers_restored  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _restored_loggers():
+    """The tool's main sets up pgtrain's logger; later tests expect it as it was."""
+    with loggers_restored():
+        yield
+
 
 def _messy(tmp_path):
     """Two categories, an empty image, a phone photo, a repaired and a left-out annotation."""

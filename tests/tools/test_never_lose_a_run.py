@@ -73,7 +73,7 @@ def copy_of(finished, tmp_path):
 
 def test_resume_with_a_changed_model_is_refused_and_the_run_is_untouched(finished, tmp_path):
     # Observed: --resume with model.hidden_dim=32 loaded 1 tensor, trained on from iteration 20
-    # with re-initialized weights, pruned model_0000009/14/19.pth and overwrote model_final.pth.
+    # with re-initialized weights, pruned its numbered checkpoints and overwrote model_final.pth.
     out = copy_of(finished, tmp_path)
     before = snapshot(out)
     proc = train_net(
@@ -112,7 +112,7 @@ def test_overwrite_moves_the_old_run_aside_intact(finished, tmp_path):
     assert len(archives) == 1
     assert snapshot(out / archives[0]) == before
     assert sorted(n for n in os.listdir(out) if n.endswith(".pth")) == [
-        "model_0000004.pth",
+        "model_0000005.pth",
         "model_final.pth",
     ]
 
@@ -161,14 +161,14 @@ def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_last_checkpoint(fin
             shell_prefix="ulimit -f 64",
         )
     )
-    assert line.startswith(f"error: Could not write checkpoint {out}/model_0000024.pth (")
+    assert line.startswith(f"error: Could not write checkpoint {out}/model_0000025.pth (")
     assert "the previous checkpoints are intact" in line
     after = snapshot(out)
     for name in (
         "last_checkpoint",
-        "model_0000009.pth",
-        "model_0000014.pth",
-        "model_0000019.pth",
+        "model_0000010.pth",
+        "model_0000015.pth",
+        "model_0000020.pth",
         "model_final.pth",
     ):
         assert after[name] == before[name], name
@@ -211,13 +211,13 @@ def test_a_failed_config_write_keeps_the_previous_config(finished, tmp_path):
 
 def test_metrics_hold_each_iteration_once_after_a_resume(finished, tmp_path):
     # Observed: after a kill and resume, metrics.json held the iterations between the
-    # checkpoint and the kill twice. A resume from iteration 15 repeats 15..19 here.
+    # checkpoint and the kill twice. A resume after 15 iterations repeats 16..20 here.
     out = copy_of(finished, tmp_path)
-    (out / "last_checkpoint").write_text("model_0000014.pth")
+    (out / "last_checkpoint").write_text("model_0000015.pth")
     toy_run(out, "--resume", "train.log_period=1")
     records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
     iterations = [r["iteration"] for r in records if "total_loss" in r]
-    assert iterations == sorted(set(iterations)) and iterations[-1] == 19
+    assert iterations == sorted(set(iterations)) and iterations[-1] == 20
 
 
 def _bare_state_dict(tmp_path):

@@ -52,7 +52,7 @@ def test_toy_run_writes_every_output_and_resumes(tmp_path):
         "log.txt",
         "metrics.json",
         "last_checkpoint",
-        "model_0000019.pth",
+        "model_0000020.pth",
         "model_final.pth",
     } <= files
     assert any(f.startswith("events.out.tfevents") for f in files)

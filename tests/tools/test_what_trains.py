@@ -128,7 +128,7 @@ def test_the_main_job_shows_the_fresh_group_that_trains(tmp_path, capsys):
     assert len(groups["new"]["params"]) == 34 and len(groups["default"]["params"]) == 43
     assert all(n.startswith("backbone.body.") for n in groups["default"]["params"])
     assert groups["new"]["lr"] / groups["default"]["lr"] == pytest.approx(10)
-    assert "new" in printed and "lr at iter 0" in printed
+    assert "new" in printed and "lr at iter 1" in printed
 
 
 def test_the_table_shows_the_lrs_after_batch_size_scaling(tmp_path, capsys):

@@ -26,7 +26,8 @@ def test_a_resume_at_a_larger_batch_keeps_the_samples_before_it(tmp_path):
     path = tmp_path / "metrics.json"
     _write(path, range(10), batch=32)  # 320 samples; the checkpoint after iteration 5 (192)
     _write(path, range(3, 6), batch=64)  # resumed at iteration 3 of batch 64 = sample 192
-    assert _stamps(path) == [(i, (i + 1) * 32) for i in range(6)] + [(3, 256), (4, 320), (5, 384)]
+    # "iteration": iterations done (the console's count)
+    assert _stamps(path) == [(i, i * 32) for i in range(1, 7)] + [(4, 256), (5, 320), (6, 384)]
 
 
 def test_a_resume_at_the_same_batch_keeps_the_iterations_before_it(tmp_path):
@@ -34,4 +35,4 @@ def test_a_resume_at_the_same_batch_keeps_the_iterations_before_it(tmp_path):
     _write(path, range(40), batch=8, per_epoch=40)
     # The dataset grew (another epoch length): the iterations before the resume all stay.
     _write(path, range(24, 26), batch=8, per_epoch=80)
-    assert [it for it, _ in _stamps(path)] == [*range(24), 24, 25]
+    assert [it for it, _ in _stamps(path)] == [*range(1, 25), 25, 26]
