@@ -138,7 +138,9 @@ class COCOInstanceDataset(Dataset):
         except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for broken files
             raise DatasetError(
                 f"cannot read image '{path}' (image id {info['id']}): {first_line(exc)}; "
-                f"replace the file or remove the image from {self.json_file}"
+                f"replace the file or remove the image from {self.json_file} (python "
+                f"tools/check_dataset.py --decode --json {self.json_file} --image-root "
+                f"{self.image_root} finds every such file before training)"
             ) from exc
         if size != (info["height"], info["width"]):
             raise DatasetError(

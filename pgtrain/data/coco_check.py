@@ -32,7 +32,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from pgtrain.errors import DatasetError, DatasetNotFoundError, first_line
-from pgtrain.utils.checks import is_real, is_whole
+from pgtrain.utils.checks import is_real
 
 __all__ = ["CocoCheck", "Problem", "check_coco"]
 
@@ -44,6 +44,10 @@ _REQUIRED_FIELDS = {
 }
 _EXIF_ORIENTATION = 0x0112
 _SWAPS_SIDES = {5, 6, 7, 8}  # EXIF orientations that show the image turned by 90 degrees
+_STORE_ORIENTATIONS = {2, 3, 4, 5, 6, 7, 8}  # 1 is upright; other values are invalid
+# Pillow modes whose values do not fit 8 bits: reading them as RGB would clip, not scale
+_DEEP_MODES = {"I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I;16N": "16-bit",
+               "I": "32-bit integer", "F": "32-bit float"}  # fmt: skip
 _MISSING_FILE = "missing image file"
 _KEY_TYPES = (int, str, float)
 _NUMBER_TYPES = frozenset((int, float))  # exact types: a bool is no number here
@@ -169,14 +173,17 @@ def check_coco(json_file: str, image_root: str | None = None, *, decode: bool = 
     """
     data = _load_json(json_file)
     check = CocoCheck(json_file, image_root, data)
-    images = _valid_entries(check, "images")
-    categories = _valid_entries(check, "categories")
-    anns = _valid_entries(check, "annotations")
+    if _box_only(check):
+        return check
+    images = _whole_ids(check, _valid_entries(check, "images"), "image")
+    categories = _whole_ids(check, _valid_entries(check, "categories"), "category")
+    anns = _whole_ids(check, _valid_entries(check, "annotations"), "annotation")
     listed = {_hashable(im.get("id")) for im in data["images"] if isinstance(im, dict)}
     image_of = _unique(check, images, "image")
     category_ids = _unique(check, categories, "category")
     _unique(check, anns, "annotation")
     _unique_names(check, categories)
+    _unique_files(check, list(image_of.values()))
     for im in images:
         _check_image_entry(check, im)
     sizes = {_hashable(im["id"]): (im["height"], im["width"]) for im in images if _has_size(im)}
@@ -186,6 +193,18 @@ def check_coco(json_file: str, image_root: str | None = None, *, decode: bool = 
             _check_image_file(check, im, image_root, decode)
     _repair(check, valid, sizes)
     return check
+
+
+def _box_only(check: CocoCheck) -> bool:
+    """Refuses, in one line, a file none of whose annotations has a segmentation (a detection
+    export: CVAT rectangles, Roboflow or Label Studio boxes), rather than each annotation."""
+    anns = check.data["annotations"]
+    if not anns or any(isinstance(a, dict) and a.get("segmentation") for a in anns):
+        return False
+    _refuse(check, "no segmentations", "annotations",
+            f"none of the {len(anns):,} annotations has a segmentation (a box-only export)",
+            "Mask R-CNN learns masks: export the dataset with polygons or masks")  # fmt: skip
+    return True
 
 
 def _load_json(json_file: str) -> dict[str, Any]:
@@ -240,6 +259,29 @@ def _valid_entries(check: CocoCheck, key: str) -> list[dict[str, Any]]:
     return valid
 
 
+def _whole_ids(check: CocoCheck, entries: list[dict[str, Any]], name: str) -> list[dict]:
+    """Refuses ids that are not whole numbers (the evaluator and pycocotools' results index
+    images and categories by integer id); returns the entries whose ids are."""
+    kept = []
+    for entry in entries:
+        ident = entry["id"]
+        if _is_whole_number(ident):
+            kept.append(entry)
+            continue
+        _refuse(
+            check,
+            f"malformed {name} id",
+            f"{name} id {ident!r}",
+            f"is a {type(ident).__name__}, not a whole number",
+            f"COCO ids are integers: renumber the {name}s (and what refers to them)",
+        )
+    return kept
+
+
+def _is_whole_number(value: Any) -> bool:
+    return (type(value) is int) or (type(value) is float and value.is_integer())
+
+
 def _unique(check: CocoCheck, entries: list[dict[str, Any]], name: str) -> dict[Any, Any]:
     """Refuses repeated ids (merged exports); returns id -> entry of the ids seen once."""
     counts = Counter(map(_hashable, (e["id"] for e in entries)))
@@ -273,8 +315,25 @@ def _unique_names(check: CocoCheck, categories: list[dict[str, Any]]) -> None:
             )
 
 
+def _unique_files(check: CocoCheck, images: list[dict[str, Any]]) -> None:
+    """Refuses one file listed under several image ids: a merged export that split an image's
+    objects between two entries trains each with the other's objects as background."""
+    ids: dict[str, list[Any]] = {}
+    for im in images:
+        if isinstance(im["file_name"], str):
+            ids.setdefault(os.path.normpath(im["file_name"]), []).append(im["id"])
+    for name, same in ids.items():
+        if len(same) > 1:
+            _refuse(check, "duplicate file_name", f"file '{name}'",
+                    f"is listed under image ids {', '.join(map(str, same))} (merged exports?)",
+                    "keep one image entry with all of its annotations")  # fmt: skip
+
+
 def _has_size(im: dict[str, Any]) -> bool:
-    return is_whole(im["height"], at_least=1) and is_whole(im["width"], at_least=1)
+    return all(
+        _is_whole_number(im[key]) and not isinstance(im[key], bool) and im[key] >= 1
+        for key in ("height", "width")
+    )
 
 
 def _check_image_entry(check: CocoCheck, im: dict[str, Any]) -> None:
@@ -287,6 +346,9 @@ def _check_image_entry(check: CocoCheck, im: dict[str, Any]) -> None:
             f"has height {im['height']!r} and width {im['width']!r}",
             "height and width are positive whole numbers of pixels",
         )
+    elif type(im["height"]) is float or type(im["width"]) is float:  # 640.0: as ints
+        im["height"], im["width"] = int(im["height"]), int(im["width"])
+        check.repaired["image sizes written as floats (read as integers)"] += 1
     if not isinstance(im["file_name"], str) or not im["file_name"]:
         _refuse(
             check,
@@ -310,13 +372,13 @@ def _check_annotation(
     if image_id not in sizes:
         if image_id not in listed:
             _refuse(check, "unknown image_id", f"annotation id {ann['id']}",
-                    f"refers to image_id {ann['image_id']}, which is not in 'images'",
+                    f"refers to image_id {ann['image_id']!r}, which is not in 'images'",
                     _FIX_ANNOTATION)  # fmt: skip
         return False  # or its image is refused already
     found = []
     if _hashable(ann["category_id"]) not in category_ids:
         ids = _preview(sorted(category_ids, key=str))
-        found.append(("unknown category", f"has category_id {ann['category_id']}, which is "
+        found.append(("unknown category", f"has category_id {ann['category_id']!r}, which is "
                       f"not in 'categories' (ids {ids})"))  # fmt: skip
     problem = _bbox_problem(ann["bbox"])
     if problem:
@@ -326,8 +388,8 @@ def _check_annotation(
         found.append(("malformed segmentation", f"field 'segmentation' {problem}"))
     if ann.get("iscrowd", 0) not in (0, 1):
         found.append(("malformed iscrowd", f"field 'iscrowd' is {ann['iscrowd']!r}, not 0 or 1"))
-    if "area" in ann and not _is_number(ann["area"]):
-        found.append(("malformed area", f"field 'area' is {ann['area']!r}"))
+    if "area" in ann and not (_is_number(ann["area"]) and ann["area"] >= 0):
+        found.append(("malformed area", f"field 'area' is {ann['area']!r}, not a number >= 0"))
     for kind, text in found:  # the place is written only for what is refused
         where = f"image id {ann['image_id']}, annotation id {ann['id']}"
         _refuse(check, kind, where, text, _FIX_ANNOTATION)
@@ -360,16 +422,43 @@ def _segmentation_problem(segm: Any, size: tuple[int, int]) -> str | None:
     if isinstance(segm, list):
         if not segm:
             return "is an empty polygon list"
-        for polygon in segm:
-            numbers = isinstance(polygon, list) and _finite_numbers(polygon)
-            if not numbers or len(polygon) < 6 or len(polygon) % 2:
-                return "has a polygon that is not [x0, y0, x1, y1, x2, y2, ...] (3+ points)"
-        return None
+        for i, polygon in enumerate(segm):
+            if not (isinstance(polygon, list) and _finite_numbers(polygon)):
+                return f"has polygon {i}, which is not a list of numbers [x0, y0, x1, y1, ...]"
+        if not any(_is_polygon(p) for p in segm):
+            return "has no polygon of 3+ points ([x0, y0, x1, y1, x2, y2, ...])"
+        return None  # slivers beside a real polygon are dropped (a repair), as Detectron2 does
     if isinstance(segm, dict) and "counts" in segm and "size" in segm:
-        if list(segm["size"]) != list(size):
-            return f"has RLE size {list(segm['size'])} but the image is {list(size)} (HxW)"
-        return None
+        return _rle_problem(segm, size)
     return "is neither a list of polygons nor an RLE dict with 'counts' and 'size'"
+
+
+def _is_polygon(polygon: list[float]) -> bool:
+    return len(polygon) >= 6 and len(polygon) % 2 == 0
+
+
+def _rle_problem(segm: dict[str, Any], size: tuple[int, int]) -> str | None:
+    rle_size, counts = segm["size"], segm["counts"]
+    if not (isinstance(rle_size, list) and len(rle_size) == 2 and _finite_numbers(rle_size)):
+        return f"has RLE size {rle_size!r}; expected [height, width]"
+    if list(rle_size) != list(size):
+        return f"has RLE size {list(rle_size)} but the image is {list(size)} (HxW)"
+    height, width = size
+    if isinstance(counts, list):  # uncompressed: run lengths that cover the image exactly
+        if not all(type(c) is int and c >= 0 for c in counts) or sum(counts) != height * width:
+            total = sum(c for c in counts if type(c) is int)
+            return (
+                f"has RLE counts that add up to {total:,}, not the image's {height}x{width} = "
+                f"{height * width:,} pixels (or are not whole numbers >= 0)"
+            )
+        return None
+    if not isinstance(counts, str | bytes):
+        return f"has RLE counts of type {type(counts).__name__}; expected a list or a string"
+    try:  # compressed: pycocotools refuses a string that does not decode to the image's pixels
+        mask_utils.decode(segmentation_rle(segm, height, width))
+    except (ValueError, TypeError, UnicodeEncodeError) as exc:
+        return f"has RLE counts that do not decode ({first_line(exc)})"
+    return None
 
 
 def _check_image_file(check: CocoCheck, im: dict[str, Any], image_root: str, decode: bool) -> None:
@@ -389,7 +478,7 @@ def _check_image_file(check: CocoCheck, im: dict[str, Any], image_root: str, dec
             if decode:
                 file.load()
             width, height = file.size
-            orientation = _orientation(file)
+            orientation, file_format, mode = _orientation(file, path), file.format, file.mode
     except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for broken files
         _refuse(
             check,
@@ -399,14 +488,24 @@ def _check_image_file(check: CocoCheck, im: dict[str, Any], image_root: str, dec
             "replace the file or remove the image from the json",
         )
         return
+    if mode in _DEEP_MODES:
+        _refuse(check, "deep pixels", where,
+                f"has {_DEEP_MODES[mode]} pixels (Pillow mode {mode}), which an 8-bit RGB read "
+                "clips to white or black", "convert the image to 8 bits a channel, scaled to "
+                "its own range")  # fmt: skip
+        return
     stored = (height, width)
-    shown = (width, height) if orientation in _SWAPS_SIDES else stored
-    if orientation not in (1, None):
+    # Pillow opens a TIFF already turned (its size is the shown one); other formats are turned
+    # when read (ImageOps.exif_transpose).
+    turned_on_open = file_format == "TIFF"
+    swaps = orientation in _SWAPS_SIDES and not turned_on_open
+    shown = (width, height) if swaps else stored
+    if orientation in _STORE_ORIENTATIONS:
         check.rotated[im["id"]] = orientation
     if not _has_size(im) or shown == (im["height"], im["width"]):
         return
     said = f"{im['height']}x{im['width']}"
-    if shown != stored and stored == (im["height"], im["width"]):
+    if swaps and stored == (im["height"], im["width"]):
         _refuse(
             check,
             "image size differs",
@@ -421,18 +520,43 @@ def _check_image_file(check: CocoCheck, im: dict[str, Any], image_root: str, dec
         check,
         "image size differs",
         where,
-        f"is {shown[0]}x{shown[1]} (HxW, after its EXIF orientation) but the json says {said}",
+        f"is {shown[0]}x{shown[1]} (HxW{', after its EXIF orientation' if swaps else ''}) but "
+        f"the json says {said}",
         "fix the json's height/width or replace the image",
     )
 
 
-def _orientation(file: Image.Image) -> int:
-    """The EXIF orientation from the header; a PNG's eXIf chunk after its pixels is not read
-    (that would decode the image; the read of the sample still applies it and checks sizes)."""
+def _orientation(file: Image.Image, path: str) -> int:
+    """The EXIF orientation (1 when none or invalid), from the header. A PNG may put its eXIf
+    chunk after the pixels, where Pillow finds it only by decoding them: the chunks are
+    walked instead (their headers only)."""
     if file.format == "PNG" and "exif" not in file.info:
-        return 1
-    value = file.getexif().get(_EXIF_ORIENTATION, 1)
-    return value if isinstance(value, int) else 1
+        exif = Image.Exif()
+        data = _png_exif_after_pixels(path)
+        if data is None:
+            return 1
+        exif.load(data)
+    else:
+        exif = file.getexif()
+    value = exif.get(_EXIF_ORIENTATION, 1)
+    return value if value in _STORE_ORIENTATIONS else 1
+
+
+def _png_exif_after_pixels(path: str) -> bytes | None:
+    """The eXIf chunk of a PNG, looked for by walking its chunk headers (no decoding)."""
+    with open(path, "rb") as f:
+        if f.read(8) != b"\x89PNG\r\n\x1a\n":
+            return None
+        while header := f.read(8):
+            if len(header) < 8:
+                return None
+            length, kind = int.from_bytes(header[:4], "big"), header[4:]
+            if kind == b"eXIf":
+                return f.read(length)
+            if kind == b"IEND":
+                return None
+            f.seek(length + 4, os.SEEK_CUR)  # the data and its CRC
+    return None
 
 
 def _repair(check: CocoCheck, anns: list[dict[str, Any]], sizes: dict[Any, Any]) -> None:
@@ -447,6 +571,10 @@ def _repair(check: CocoCheck, anns: list[dict[str, Any]], sizes: dict[Any, Any])
     )
     for ann in anns:
         height, width = sizes[_hashable(ann["image_id"])]
+        segm = ann["segmentation"]
+        if isinstance(segm, list) and not all(map(_is_polygon, segm)):
+            ann["segmentation"] = [p for p in segm if _is_polygon(p)]
+            counts["polygons of fewer than 3 points beside a real one (dropped)"] += 1
         if "iscrowd" not in ann:
             ann["iscrowd"] = 0
             counts["annotations without 'iscrowd' (set to 0)"] += 1

@@ -7,8 +7,10 @@ left-out annotations it counts). Real pixels come from the photo scikit-learn sh
 `tests/data/test_coco_conformance.py` runs every case; add a case here for every new quirk.
 """
 
+import io
 import json
 import os
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,7 +76,8 @@ def write(
         if (pixels or {}).get(im["file_name"]) is not None:
             pixels[im["file_name"]].save(path, **pixels[im["file_name"]].info.get("save", {}))
         elif not path.exists() and min(im.get("height", 0), im.get("width", 0)) > 0:
-            data = rng.integers(0, 255, (im["height"], im["width"], 3), dtype=np.uint8)
+            size = (int(im["height"]), int(im["width"]), 3)
+            data = rng.integers(0, 255, size, dtype=np.uint8)
             Image.fromarray(data).save(path)
     data = {"images": images, "annotations": annotations,
             "categories": categories or [{"id": 1, "name": "thing"}]}  # fmt: skip
@@ -143,6 +146,42 @@ def _file(name: str, content: bytes | Callable[[], Image.Image]) -> Callable[[Pa
     return make
 
 
+def _turned_file(name: str, writer: Callable[[Path], None], json_size: tuple[int, int]):
+    """One image stored 40x60 (HxW) under EXIF orientation 6 by `writer(path)`, listed in the
+    json with `json_size`; one annotation inside the shown image."""
+
+    def make(folder: Path) -> tuple[str, str]:
+        root = folder / "images"
+        root.mkdir(parents=True, exist_ok=True)
+        writer(root / name)
+        return write(folder, [image(1, *json_size, name=name)], [ann(1, 1, [5, 5, 20, 20])])
+
+    return make
+
+
+def _orientation_exif(value: int) -> Image.Exif:
+    exif = Image.Exif()
+    exif[0x0112] = value
+    return exif
+
+
+def _tiff_turned(path: Path) -> None:
+    Image.new("RGB", (60, 40), (200, 10, 10)).save(path, exif=_orientation_exif(6))
+
+
+def png_exif_after_pixels(path: Path, orientation: int = 6) -> None:
+    """A 40x60 PNG whose eXIf chunk comes after its pixels (as some tools write it)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (60, 40), (10, 200, 10)).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    exif = _orientation_exif(orientation).tobytes()
+    exif = exif[6:] if exif.startswith(b"Exif\x00\x00") else exif
+    chunk = len(exif).to_bytes(4, "big") + b"eXIf" + exif
+    chunk += zlib.crc32(b"eXIf" + exif).to_bytes(4, "big")
+    end = data.rindex(b"IEND") - 4  # the IEND chunk's length field
+    path.write_bytes(data[:end] + chunk + data[end:])
+
+
 def _truncated_png() -> bytes:
     path = Path(os.environ.get("TMPDIR", "/tmp")) / f"pgtrain-corpus-{os.getpid()}.png"
     Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(path)
@@ -188,12 +227,25 @@ CASES = [
     Case("png with alpha", _file("a.png", lambda: Image.new("RGBA", (60, 40), (1, 2, 3, 4)))),
     Case("palette png", _file("p.png", lambda: Image.new("P", (60, 40), 7))),
     Case("cmyk jpeg", _file("c.jpg", lambda: Image.new("CMYK", (60, 40), (0, 50, 100, 0)))),
+    Case("tiff turned by its orientation tag", _turned_file("t.tif", _tiff_turned, (60, 40)),
+         repaired={_TURNED: 1}),
+    Case("png with its exif after the pixels", _turned_file("e.png", png_exif_after_pixels,
+         (60, 40)), repaired={_TURNED: 1}),
+    Case("invalid exif orientation 9",
+         _turned_file("9.jpg", lambda p: Image.new("RGB", (60, 40)).save(
+             p, exif=_orientation_exif(9)), (40, 60))),
+    Case("sizes written as floats",
+         _one(ann(1, 1, [1, 1, 5, 5]), images=[{**image(1), "height": 40.0, "width": 60.0}]),
+         repaired={"image sizes written as floats (read as integers)": 1}),
+    Case("a sliver polygon beside a real one",
+         _one(ann(1, 1, [1, 1, 5, 5], segmentation=[[1, 1, 6, 1, 6, 6, 1, 6], [3, 3, 4, 4]])),
+         repaired={"polygons of fewer than 3 points beside a real one (dropped)": 1}),
     # --- refused, with the file, the ids and the field ---
     Case("exif photo whose json has the stored size", _exif(6, _STORED_TURNED),
          refused="image size differs", error=r"image id 1, 'phone\.jpg': is stored 128x96 .*"
          r"EXIF orientation 6.*exiftool"),
     Case("image size differs from the json", _one(ann(1, 1, [1, 1, 5, 5]),
-         images=[image(1, 40, 60), {**image(2, 41, 60), "file_name": "1.png"}]),
+         images=[image(1, 41, 60)], pixels={"1.png": Image.new("RGB", (60, 40))}),
          refused="image size differs", error=r"is 40x60 \(HxW.* the json says 41x60"),
     Case("missing image file", lambda f: _without(write(f, [image(1), image(2)], []), "2.png"),
          refused="missing image file", error=r"1 of 2 image files .*image id 2, '2\.png'"),
@@ -224,7 +276,8 @@ CASES = [
          refused="malformed bbox", error=r"'bbox' is \[1, 2, '3', 4\]"),
     Case("bbox with NaN", _one({**ann(1, 1, [1, 1, 5, 5]), "bbox": [1, 2, float("nan"), 4]}),
          refused="malformed bbox", error=r"4 finite numbers"),
-    Case("empty segmentation", _one(ann(1, 1, [1, 1, 5, 5], segmentation=[])),
+    Case("empty segmentation",
+         _one(ann(1, 1, [1, 1, 5, 5], segmentation=[]), ann(2, 1, [1, 1, 5, 5])),
          refused="malformed segmentation", error=r"image id 1, annotation id 1: field "
          r"'segmentation' is an empty polygon list"),
     Case("polygon of two points", _one(ann(1, 1, [1, 1, 5, 5], segmentation=[[1, 1, 5, 1, 5]])),
@@ -244,6 +297,39 @@ CASES = [
          refused="missing field", error=r"image id 1, annotation id 1: has no 'bbox'"),
     Case("image of width 0", _one(images=[image(1, 40, 0)]),
          refused="malformed size", error=r"image id 1: has height 40 and width 0"),
+    Case("png with its exif after the pixels, json of the stored size",
+         _turned_file("e.png", png_exif_after_pixels, (40, 60)),
+         refused="image size differs", error=r"EXIF orientation 6.*exiftool"),
+    Case("16-bit png", _file("d.png", lambda: Image.new("I;16", (60, 40), 4000)),
+         refused="deep pixels", error=r"'d\.png': has 16-bit pixels \(Pillow mode I;16\)"),
+    Case("rle counts that do not add up",
+         _one(ann(1, 1, [1, 1, 5, 5], segmentation={"size": [40, 60], "counts": [0, 10, 5]})),
+         refused="malformed segmentation", error=r"RLE counts that add up to 15, not the image's"
+         r" 40x60 = 2,400 pixels"),
+    Case("corrupt rle string",
+         _one(ann(1, 1, [1, 1, 5, 5], segmentation={"size": [40, 60], "counts": "#&%!~~"})),
+         refused="malformed segmentation", error=r"RLE counts that do not decode"),
+    Case("rle size that is not a list",
+         _one(ann(1, 1, [1, 1, 5, 5], segmentation={"size": 40, "counts": [2400]})),
+         refused="malformed segmentation", error=r"RLE size 40; expected \[height, width\]"),
+    Case("string image ids", _one(ann(1, "img-1", [1, 1, 5, 5]),
+         images=[{**image(1), "id": "img-1"}]),
+         refused="malformed image id", error=r"image id 'img-1': is a str, not a whole number"),
+    Case("string category ids", _one({**ann(1, 1, [1, 1, 5, 5]), "category_id": "a"},
+         categories=[{"id": "a", "name": "a"}]),
+         refused="malformed category id", error=r"category id 'a': is a str"),
+    Case("image id 1.5", _one(ann(1, 1.5, [1, 1, 5, 5]), images=[{**image(1), "id": 1.5}]),
+         refused="malformed image id", error=r"image id 1\.5: is a float, not a whole number"),
+    Case("negative area", _one(ann(1, 1, [1, 1, 5, 5], area=-4)),
+         refused="malformed area", error=r"'area' is -4, not a number >= 0"),
+    Case("one file under two image ids (merged exports)",
+         _one(ann(1, 1, [1, 1, 5, 5]), images=[image(1), {**image(2), "file_name": "1.png"}]),
+         refused="duplicate file_name", error=r"file '1\.png': is listed under image ids 1, 2"),
+    Case("box-only export", _one(ann(1, 1, [1, 1, 5, 5], segmentation=[]),
+                                 {k: v for k, v in ann(2, 1, [2, 2, 5, 5]).items()
+                                  if k != "segmentation"}),
+         refused="no segmentations", error=r"annotations: none of the 2 annotations has a "
+         r"segmentation \(a box-only export\); Mask R-CNN learns masks"),
     Case("image that is not an object", _one(images=[image(1), 5]),
          refused="not an object", error=r"images\[1\]: is not a json object"),
 ]  # fmt: skip
