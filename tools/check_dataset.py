@@ -27,6 +27,7 @@ from pgtrain.data.coco_check import CocoCheck, check_coco
 from pgtrain.data.preflight import SPLITS, CocoSource, coco_datasets
 from pgtrain.engine import user_errors_exit
 from pgtrain.errors import ConfigError
+from pgtrain.utils.file_io import output_path
 from pgtrain.utils.logger import setup_logger
 from pgtrain.utils.visualization import save_prediction_grid
 
@@ -72,6 +73,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--visualize needs --output-dir")
     if args.visualize and args.json and not args.image_root:
         parser.error("--visualize needs --image-root (the images to draw on)")
+    if args.output_dir:
+        output_path(args.output_dir, "--output-dir", folder=True)  # before the check runs
     if args.json and args.source == "dataloader":
         parser.error("--source dataloader needs --config (the transforms are the config's)")
     return args

@@ -32,6 +32,7 @@ from pgtrain.engine import (
     user_errors_exit,
 )
 from pgtrain.param_groups import format_param_group_details, param_groups_to_dict
+from pgtrain.utils.file_io import output_path
 
 
 def parse_args(argv=None):
@@ -61,6 +62,8 @@ def parse_args(argv=None):
 def main(argv=None):
     """Builds the run's model and param groups from the config and prints the report."""
     args = parse_args(argv)
+    if args.json:
+        output_path(args.json, "--json")  # before the model is built
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config), args.opts)
     notes = apply_grouping_arguments(cfg, args)
     run = build_run(cfg, resume=args.resume, device="cpu", notes=notes)

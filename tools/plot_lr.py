@@ -25,6 +25,7 @@ from pgtrain.engine import (  # noqa: E402
     user_errors_exit,
 )
 from pgtrain.errors import ConfigError  # noqa: E402
+from pgtrain.utils.file_io import output_path  # noqa: E402
 
 
 def lr_curves(cfg, resume=False):
@@ -95,6 +96,7 @@ def main(argv=None):
     add_grouping_arguments(parser)
     parser.add_argument("opts", nargs="*", metavar="key=value")
     args = parser.parse_intermixed_args(argv)
+    output_path(args.out, "--out")  # before the curves are computed
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config), args.opts)
     for note in apply_grouping_arguments(cfg, args):
         print(f"note: {note}")

@@ -19,6 +19,7 @@ from pgtrain.checkpoint import Checkpointer
 from pgtrain.config import LazyConfig, instantiate
 from pgtrain.engine import resolve_device, user_errors_exit
 from pgtrain.errors import ConfigError
+from pgtrain.utils.file_io import output_path
 from pgtrain.utils.logger import setup_logger
 from pgtrain.utils.visualization import save_prediction_grid
 
@@ -48,7 +49,7 @@ def main(argv=None):
     items = [dataset[i] for i in range(min(args.num_images, len(dataset)))]
     with torch.no_grad():
         predictions = model(items)
-    out = args.out or os.path.join(cfg.train.output_dir, "predictions.png")
+    out = output_path(args.out or os.path.join(cfg.train.output_dir, "predictions.png"), "--out")
     save_prediction_grid(
         [image for image, _ in items],
         [_to_cpu(p) for p in predictions],

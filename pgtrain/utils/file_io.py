@@ -9,12 +9,38 @@ from typing import IO
 
 from iopath.common.file_io import PathManager, g_pathmgr
 
-__all__ = ["is_local", "write_atomically", "write_text_atomically"]
+from pgtrain.errors import ConfigError
+
+__all__ = ["is_local", "output_path", "write_atomically", "write_text_atomically"]
 
 
 def is_local(path: str) -> bool:
     """Returns whether `path` is a local file path (not a URI such as ``s3://`` or ``https://``)."""
     return "://" not in path
+
+
+def output_path(path: str, option: str, *, folder: bool = False) -> str:
+    """Makes a tool's output path usable before any work is done: creates its folder (the path
+    itself with ``folder=True``) and checks it can be written to.
+
+    Raises:
+        ConfigError: naming `option` (e.g. ``--out``) and the path, in one line.
+    """
+    if not is_local(path):
+        return path  # iopath writes remote paths itself
+    where = path if folder else (os.path.dirname(path) or ".")
+    if folder and os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{option} '{path}' is a file, not a folder; give a folder")
+    try:
+        os.makedirs(where, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(
+            f"{option} '{path}': cannot create folder '{where}' ({e.strerror}); give a path in a "
+            "writable folder"
+        ) from e
+    if not os.access(where, os.W_OK | os.X_OK):
+        raise ConfigError(f"{option} '{path}': folder '{where}' is not writable; give another path")
+    return path
 
 
 def write_atomically(
