@@ -24,7 +24,7 @@ from pgtrain.param_groups import build_param_groups
 from pgtrain.utils import comm
 from pgtrain.utils.checks import is_real
 from pgtrain.utils.env import per_rank_seed, seed_all_rng
-from pgtrain.utils.file_io import is_local
+from pgtrain.utils.file_io import is_local, output_path
 from pgtrain.utils.logger import setup_logger
 from pgtrain.utils.writers import ConsoleWriter, EventWriter, JSONWriter, TensorboardWriter
 
@@ -192,15 +192,7 @@ def check_output_dir(output_dir: str, *, resume: bool, overwrite: bool = False) 
         )
     if not is_local(output_dir):
         return None
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise ConfigError(f"train.output_dir={output_dir} is a file; choose a folder")
-    try:
-        os.makedirs(output_dir, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(
-            f"train.output_dir={output_dir} cannot be created ({e.strerror or e}); choose "
-            "another folder"
-        ) from e
+    output_path(output_dir, "train.output_dir", folder=True)  # created, or one line why not
     held = sorted(n for n in os.listdir(output_dir) if _RUN_FILE.match(n))
     if resume or not held:
         return None

@@ -289,7 +289,7 @@ CASES = {
     ),
     "output_dir under a file": (
         lambda t: [f"train.output_dir={_config(t, '')}/run"],
-        "cannot be created",
+        "/run': cannot create folder",
     ),
     "empty output_dir": (lambda t: ["train.output_dir="], "train.output_dir is empty"),
     "a config that raises": (
