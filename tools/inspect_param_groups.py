@@ -70,8 +70,9 @@ def main(argv=None):
     print(run.table())
     if args.verbose:
         print(format_param_group_details(run.groups, run.model))
+    factor = float(getattr(run.scheduler, "lr_factor", 1.0))  # batch-size LR scaling
     for name in args.explain:
-        print(run.groups.explain(name))
+        print(run.groups.explain(name, lr_factor=factor))
     if args.json:
         report = param_groups_to_dict(run.groups, run.model)
         report["notes"] += run.notes

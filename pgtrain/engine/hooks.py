@@ -232,7 +232,7 @@ class BatchSizeLRScalingHook(HookBase):
         batch = self.trainer.last_batch_size * comm.get_world_size()
         message = self.scaling.update(batch) if batch else None
         if message:
-            logger.info("Iteration %d: %s", self.trainer.iter, message)
+            logger.info("Iteration %d: %s", self.trainer.iter + 1, message)  # as the console
 
     def state_dict(self) -> dict[str, Any]:
         return self.scaling.state_dict()
@@ -279,7 +279,7 @@ class UnusedParameterCheck(HookBase):
         more = f" ... and {len(unused) - 8} more" if len(unused) > 8 else ""
         message = (
             f"{len(unused)} trainable parameter(s) got no gradient in iteration "
-            f"{self.trainer.iter}: {shown}{more}; the loss does not reach them, so they never "
+            f"{self.trainer.iter + 1}: {shown}{more}; the loss does not reach them, so they never "
             "change. Freeze them (a rule with frozen=True, or requires_grad=False) or use them"
         )
         if self.mode == "error":

@@ -10,6 +10,10 @@ so every view shows the scaled LRs.
 import copy
 import logging
 import math
+import os
+import re
+import shutil
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +39,7 @@ from pgtrain.solver import (
 )
 from pgtrain.utils import comm
 from pgtrain.utils.checks import is_whole
+from pgtrain.utils.file_io import is_local, write_text_atomically
 
 __all__ = [
     "Run",
@@ -118,7 +123,8 @@ class Run:
             format_param_group_table(self.groups, self.model, first_iter=done + 1, first_lrs=first)
         ]
         if self.weights.resumed:
-            lines += changes_against_checkpoint(self.groups, self.weights)
+            factor = getattr(self.scheduler, "lr_factor", None)
+            lines += changes_against_checkpoint(self.groups, self.weights, factor)
         lines += [f"note: {note}" for note in self.notes]
         return "\n".join(lines)
 
@@ -281,15 +287,23 @@ def _schedule_units(cfg: Any) -> list[str]:
     return units
 
 
-def changes_against_checkpoint(groups: ParamGroups, weights: CheckpointReport) -> list[str]:
+def changes_against_checkpoint(
+    groups: ParamGroups, weights: CheckpointReport, lr_factor: float | None = None
+) -> list[str]:
     """Lines saying what a resumed run changed against its checkpoint: the base LR and weight
-    decay, each group's LR and weight decay, new and removed groups, parameters in another
-    group (or one line saying nothing changed)."""
+    decay, the batch-size LR factor (`lr_factor`, this run's), each group's LR and weight decay,
+    new and removed groups, parameters in another group (or one line saying nothing changed)."""
     trainer = weights.contents.get("trainer")
     trainer = trainer if isinstance(trainer, dict) else {}
     saved = trainer.get("optimizer") if isinstance(trainer.get("optimizer"), dict) else {}
     hparams, placed = saved.get("group_hparams") or {}, saved.get("groups") or {}
     changes = _base_changes(groups.record, trainer.get("param_group_bases") or {})
+    old_factor = _saved_lr_factor(trainer)
+    if lr_factor is not None and old_factor is not None and _differ(old_factor, lr_factor):
+        changes.append(
+            f"batch-size LR factor {old_factor:.4g} -> {lr_factor:.4g} (every group's LR "
+            f"x{lr_factor / old_factor:.4g}; train.lr_scaling)"
+        )
     if not hparams:  # an older checkpoint (torch's optimizer state): nothing to compare with
         return [f"changed against the checkpoint: {change}" for change in changes]
     ours = dict(zip(param_group_names(groups), groups, strict=True))
@@ -303,7 +317,7 @@ def changes_against_checkpoint(groups: ParamGroups, weights: CheckpointReport) -
         f"{n} ('{placed[n]}' -> '{g}')"
         for g, group in ours.items()
         for n in group["param_names"]
-        if n in placed and placed[n] != g and placed[n] in ours
+        if n in placed and placed[n] != g
     ]
     if moved:
         shown = ", ".join(moved[:5]) + (f", ... (+{len(moved) - 5} more)" if len(moved) > 5 else "")
@@ -311,6 +325,14 @@ def changes_against_checkpoint(groups: ParamGroups, weights: CheckpointReport) -
     if not changes:
         return ["unchanged against the checkpoint: groups, LRs and weight decay"]
     return [f"changed against the checkpoint: {change}" for change in changes]
+
+
+def _saved_lr_factor(trainer: dict[str, Any]) -> float | None:
+    """The batch-size LR factor the checkpoint's schedule applied (in its hook state)."""
+    for state in (trainer.get("hooks") or {}).values():
+        if isinstance(state, dict) and isinstance(state.get("lr_factor"), int | float):
+            return float(state["lr_factor"])
+    return None
 
 
 def _base_changes(record: Any, saved: dict[str, Any]) -> list[str]:
@@ -403,6 +425,47 @@ def _convert_position(
     if "iterations_done" in weights.contents["trainer"]:
         weights.contents["trainer"]["iterations_done"] = moved + 1
     _move_hook_positions(weights.contents["trainer"].get("hooks") or {}, moved, old, new)
+    if comm.is_main_process():
+        _set_aside_old_numbering(weights, train.output_dir, old, new, moved + 1)
+
+
+def _set_aside_old_numbering(
+    weights: CheckpointReport, output_dir: str, old: int, new: int, done: int
+) -> None:
+    """After a resume at another batch this run counts iterations at its own batch, so the old
+    run's numbered checkpoints, metrics.json and TensorBoard events (counted at batch `old`)
+    would collide with the new numbers: they move, intact, into ``batch_<old>/``. The checkpoint
+    resumed from stays, renamed to its number at the new batch (`done`), and ``last_checkpoint``
+    points at it."""
+    if not output_dir or not is_local(output_dir) or not os.path.isdir(output_dir):
+        return
+    resumed = os.path.basename(weights.path or "")
+    stem, suffix = os.path.splitext(resumed)
+    match = re.match(r"^(?P<prefix>.+)_\d{7}$", stem)
+    aside = os.path.join(output_dir, f"batch_{old}")
+    suffixes = (".pth", ".dcp")
+    moving = [
+        n for n in sorted(os.listdir(output_dir))
+        if n == "metrics.json" or n.startswith("events.out.tfevents.")
+        or (re.match(r"^.+_\d{7}(\.pth|\.dcp)$", n) and n != resumed)
+    ]  # fmt: skip
+    if os.path.exists(aside):
+        aside = f"{aside}_{time.strftime('%Y%m%d-%H%M%S')}"
+    if moving:
+        os.makedirs(aside)
+        for name in moving:
+            shutil.move(os.path.join(output_dir, name), os.path.join(aside, name))
+    here = os.path.abspath(os.path.dirname(weights.path or "")) == os.path.abspath(output_dir)
+    if match and suffix in suffixes and here:
+        renamed = f"{match['prefix']}_{done:07d}{suffix}"
+        os.replace(os.path.join(output_dir, resumed), os.path.join(output_dir, renamed))
+        write_text_atomically(os.path.join(output_dir, "last_checkpoint"), renamed)
+        resumed = f"{resumed} (now {renamed})"
+    logger.info(
+        "Iterations are counted at batch %d from here on: %s resumed; the files counted at "
+        "batch %d (%d: numbered checkpoints, metrics.json, TensorBoard events) moved into %s",
+        *(new, resumed, old, len(moving), aside),
+    )
 
 
 def _move_hook_positions(hooks: dict[str, Any], moved: int, old: int, new: int) -> None:

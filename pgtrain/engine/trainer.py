@@ -120,7 +120,7 @@ class Trainer:
 
     def train(self, start_iter: int, max_iter: int) -> None:
         """Runs iterations ``start_iter .. max_iter - 1``; `after_train` hooks run even on error."""
-        logger.info("Starting training from iteration %d of %d", start_iter, max_iter)
+        logger.info("Starting training at iteration %d of %d", start_iter + 1, max_iter)
         self.iter = self.start_iter = start_iter
         self.max_iter = max_iter
         self.stop_requested = False

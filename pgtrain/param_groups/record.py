@@ -113,8 +113,10 @@ class ParamGroups(list):
         super().__init__(groups)
         self.record = record
 
-    def explain(self, name: str) -> str:
-        """Says which group parameter `name` is in and which rules set its hyperparameters."""
+    def explain(self, name: str, lr_factor: float = 1.0) -> str:
+        """Says which group parameter `name` is in and which rules set its hyperparameters;
+        `lr_factor` is the run's batch-size LR factor (``train.lr_scaling``), which multiplies
+        every group's LR after the rules."""
         d = self.record.decision(name)
         group = next((g["name"] for g in self if d.name in g["param_names"]), None)
         lines = [
@@ -125,6 +127,11 @@ class ParamGroups(list):
         if others:
             lines.append(f"  tied: also named {', '.join(others)} (placed once)")
         lines.append(f"  lr = {d.lr:.6g}{_base(self.record.base_lr, 'lr', d.applied)}")
+        if lr_factor != 1.0:
+            lines.append(
+                f"  lr that trains = {d.lr * lr_factor:.6g} (x batch-size LR factor "
+                f"{lr_factor:.4g}, train.lr_scaling; the schedule multiplies it per iteration)"
+            )
         lines.append(
             f"  weight_decay = {d.weight_decay:.6g}"
             f"{_base(self.record.base_weight_decay, 'weight_decay', d.applied)}"

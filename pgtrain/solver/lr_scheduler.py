@@ -220,7 +220,7 @@ class LRMultiplier(LRScheduler):
         saved = state_dict.get("group_names")
         if saved is not None and list(saved) != self.group_names:
             logger.info(
-                "LR scheduler resumed at iteration %d with this run's param groups %s "
+                "LR scheduler resumed after iteration %d with this run's param groups %s "
                 "(the checkpoint had %s) and their current LRs",
                 last,
                 self.group_names,

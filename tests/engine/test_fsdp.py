@@ -84,7 +84,7 @@ def test_a_two_process_fsdp_checkpoint_resumes_in_one_process_and_under_ddp(runs
     assert_same_tensors(one["model"], other["model"], "weights")
     log = (runs / then / "log.txt").read_text()
     assert f"Loading checkpoint {runs / then / 'model_final.dcp'}" in log  # the sharded one
-    assert "Starting training from iteration 4 of 6" in log
+    assert "Starting training at iteration 5 of 6" in log
 
 
 def test_fsdp_logs_the_same_groups_lrs_and_statistics(runs):

@@ -115,7 +115,7 @@ def preempt_and_resume(out, processes, target):
     assert 50 < stopped < ITERS, pointer
     resumed = run(command(out, "--resume", processes=processes))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert f"Starting training from iteration {stopped} of {ITERS}" in resumed.stdout
+    assert f"Starting training at iteration {stopped + 1} of {ITERS}" in resumed.stdout
     assert_same_weights(final_weights(out), final_weights(target))
     records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
     iterations = [r["iteration"] for r in records if "total_loss" in r]

@@ -1,7 +1,7 @@
 """A resume with another effective batch continues at the same sample, or is refused.
 
 Observed: one epoch at batch 32 (64 iterations), then ``--resume train.epochs=2
-train.accumulation=2`` logged "Starting training from iteration 64 of 64" and trained nothing;
+train.accumulation=2`` logged "Starting training at iteration 65 of 64" and trained nothing;
 with ``train.epochs=3`` it trained two epochs and the sampler skipped one: the checkpoint counts
 iterations of the old batch and the run read them as iterations of the new one.
 """
@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from pgtrain.config import LazyConfig
+from pgtrain.engine import build_run
 from pgtrain.errors import CheckpointError, ConfigError
 from tests._loggers import loggers_restored
 from tests._repo_configs import TOY
@@ -50,17 +51,44 @@ def test_a_larger_batch_resumes_at_the_same_sample_and_epoch(tmp_path, caplog):
         "Resuming with effective batch 64 (the checkpoint's: 32): 2,048 samples seen, iteration "
         "64 at batch 32 -> iteration 32 at batch 64" in caplog.text
     )
-    assert "Starting training from iteration 32 of 64" in caplog.text
+    assert "Starting training at iteration 33 of 64" in caplog.text
+    # One numbering per folder: what the first run counted at batch 32 (its numbered
+    # checkpoints, metrics.json, events) is moved intact into batch_32/; the checkpoint resumed
+    # from stays, named by its iterations at batch 64; nothing is overwritten or lost.
     stamps = [(r["iteration"], r["epoch"]) for r in records(tmp_path)]
-    # metrics.json: the first run's epoch (by iteration at batch 32), then the resumed one's.
-    assert stamps[-2:] == [(48, 1.5), (64, 2.0)]  # iterations done
-    # The first run's lines stay (kept by epoch: their iterations count batches of 32), and the
-    # epoch column runs on without a gap or a repeat.
-    epochs = [epoch for _, epoch in stamps]
-    assert epochs == sorted(set(epochs)) and 0 < epochs[0] < 1 and 1.0 in epochs, stamps
+    assert stamps == [(48, 1.5), (64, 2.0)]  # iterations done at batch 64
+    before = [(r["iteration"], r["epoch"]) for r in records(tmp_path / "batch_32")]
+    assert before == [(16, 0.25), (32, 0.5), (48, 0.75), (64, 1.0)]
+    aside = sorted(p.name for p in (tmp_path / "batch_32").glob("model_*"))
+    assert aside == ["model_0000032.pth", "model_0000064.pth"]  # the first run's, at batch 32
+    assert not (tmp_path / "model_0000032.pth").exists()  # the names at batch 64 are free
+    assert (
+        not (tmp_path / "model_0000064.pth").exists()
+        or torch.load(tmp_path / "model_0000064.pth", weights_only=True)["trainer"]["batch"] == 64
+    )
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
+    assert "moved into " + str(tmp_path / "batch_32") in caplog.text
     final = torch.load(tmp_path / "model_final.pth", weights_only=True)
     assert final["trainer"]["iteration"] == 63 and final["trainer"]["samples_seen"] == 2 * 2048
     assert final["trainer"]["batch"] == 64
+
+
+def test_a_numbered_checkpoint_resumed_at_another_batch_is_renamed_to_its_new_number(
+    tmp_path, caplog
+):
+    one_epoch_at_batch_32(tmp_path)  # then as if stopped right after its last periodic save
+    (tmp_path / "model_final.pth").unlink()
+    (tmp_path / "last_checkpoint").write_text("model_0000064.pth")
+    with caplog.at_level(logging.INFO, logger="pgtrain"):
+        run = build_run(toy(tmp_path, "train.max_iter=null", "train.epochs=2",
+                            "train.accumulation=2"), resume=True, with_loader=True)  # fmt: skip
+    assert run.iterations_done == 32
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000032.pth"
+    resumed = torch.load(tmp_path / "model_0000032.pth", weights_only=True)["trainer"]
+    assert resumed["samples_seen"] == 2048 and resumed["batch"] == 32  # the file, renamed
+    aside = {p.name for p in (tmp_path / "batch_32").iterdir()}
+    assert {"model_0000032.pth", "metrics.json"} <= aside and "model_0000064.pth" not in aside
+    assert "model_0000064.pth (now model_0000032.pth) resumed" in caplog.text
 
 
 def test_the_schedule_continues_at_the_same_fraction_of_the_run(tmp_path):
@@ -161,7 +189,7 @@ def test_an_older_checkpoint_resumes_as_before_when_the_batch_is_unknown(tmp_pat
     (tmp_path / "last_checkpoint").write_text("model_0000032.pth")
     with caplog.at_level(logging.INFO, logger="pgtrain"):
         train(tmp_path, "train.max_iter=null", "train.epochs=1", resume=True)
-    assert "Starting training from iteration 32 of 64" in caplog.text
+    assert "Starting training at iteration 33 of 64" in caplog.text
 
 
 def test_an_older_checkpoint_is_refused_when_it_shows_another_batch(tmp_path):

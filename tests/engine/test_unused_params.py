@@ -28,7 +28,7 @@ def test_warns_once_naming_the_parameters(toy_model, toy_dataset, caplog):
     warnings = [r.getMessage() for r in caplog.records if "got no gradient" in r.getMessage()]
     assert len(warnings) == 1
     assert warnings[0].startswith(
-        "2 trainable parameter(s) got no gradient in iteration 0: 'unused.weight', 'unused.bias'"
+        "2 trainable parameter(s) got no gradient in iteration 1: 'unused.weight', 'unused.bias'"
     )
     assert "train.unused_params=error" in warnings[0]
 

@@ -115,9 +115,9 @@ def test_a_checkpoint_saved_on_the_device_loads_on_the_cpu_and_resumes_there(tmp
     assert next(model.parameters()).device.type == "cpu"
     # ... and the run continues on the CPU from the device's checkpoint, then back on the device.
     proc = train_net(*toy_args(out, "train.max_iter=15", "--resume", "train.device=cpu"))
-    assert "Starting training from iteration 10 of 15" in proc.stdout
+    assert "Starting training at iteration 11 of 15" in proc.stdout
     proc = train_net(*toy_args(out, "train.max_iter=20", "--resume"))
-    assert "Starting training from iteration 15 of 20" in proc.stdout
+    assert "Starting training at iteration 16 of 20" in proc.stdout
     assert len(losses(out)) == 4
 
 

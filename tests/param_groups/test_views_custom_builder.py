@@ -82,3 +82,13 @@ def test_a_zero_base_shows_no_scale_rather_than_dividing_by_it():
     header = next(ln for ln in table.splitlines() if ln.startswith("group")).split("  ")
     columns = [c.strip() for c in header if c.strip()]
     assert row(table, "head")[columns.index("lr scale")] == "-"
+
+
+def test_explain_ends_at_the_lr_that_trains_under_batch_scaling():
+    run = toy_run("train.lr_scaling.reference_batch=16")  # factor 2, as the table applies
+    text = run.groups.explain("head.weight", lr_factor=run.scheduler.lr_factor)
+    assert (
+        "  lr that trains = 0.05 (x batch-size LR factor 2, train.lr_scaling; the schedule "
+        "multiplies it per iteration)" in text.splitlines()
+    )
+    assert "lr that trains" not in toy_run().groups.explain("head.weight", lr_factor=1.0)

@@ -73,7 +73,7 @@ def test_the_mask_rcnn_fine_tuning_commands(tmp_path):
     ) in log
     assert "--head-lr-multiplier 10 replaced the config's grouping" in log
     assert re.search(r"optimizer state by name: restored \d+, moved [1-9]", log), log[-3000:]
-    assert "Starting training from iteration 8 of 12" in log
+    assert "Starting training at iteration 9 of 12" in log
 
 
 @pytest.mark.slow

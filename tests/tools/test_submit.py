@@ -74,7 +74,7 @@ def test_a_submitted_job_requeues_on_usr2_and_ends_as_an_unbroken_run(tmp_path, 
     log = (tmp_path / "submitted" / "log.txt").read_text()
     stopped = int(log.split("Stopping after iteration ")[1].split()[0])  # iterations done
     assert 100 < stopped < ITERS
-    assert f"Starting training from iteration {stopped} of {ITERS}" in log  # resumed there
+    assert f"Starting training at iteration {stopped + 1} of {ITERS}" in log  # resumed there
     assert (
         "Rank 0 of 2" in log
         and "Rank 1 of 2" in (tmp_path / "submitted" / "log.txt.rank1").read_text()

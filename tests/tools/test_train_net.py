@@ -72,7 +72,7 @@ def test_toy_run_writes_every_output_and_resumes(tmp_path):
     # Resume continues from the saved iteration.
     proc = train_net("--config", TOY, "--resume", "train.max_iter=60", *common)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "Starting training from iteration 40 of 60" in (out / "log.txt").read_text()
+    assert "Starting training at iteration 41 of 60" in (out / "log.txt").read_text()
     assert torch.load(out / "model_final.pth", weights_only=True)["iteration"] == 59
 
 
@@ -186,7 +186,7 @@ def test_resume_after_regrouping_restores_state_by_name(tmp_path):
     proc = train_net("--config", TOY, "--resume", "train.max_iter=40", head_rule, *common)
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = (out / "log.txt").read_text()
-    assert "Starting training from iteration 20 of 40" in log
+    assert "Starting training at iteration 21 of 40" in log
     assert "restored 12, moved 2, added 0, dropped 0" in log
     assert "moved 'default' -> 'head': head.weight, head.bias" in log
     records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]

@@ -41,7 +41,7 @@ def make_old(folder):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("views_resume")
-    a, b, c, d = (tmp / x for x in "abcd")
+    a, b, c, d, e, f = (tmp / x for x in "abcdef")
     (tmp / "first").mkdir()
     (tmp / "second").mkdir()
     first = run_batch(
@@ -51,6 +51,8 @@ def runs(tmp_path_factory):
             train(b, "train.max_iter=10"),
             train(c, "train.max_iter=10", *ITER_UNITS),
             train(d, "train.max_iter=10"),
+            train(e, "train.max_iter=10"),
+            train(f, "train.max_iter=10"),
         ],
         tmp / "first",
     )
@@ -64,10 +66,13 @@ def runs(tmp_path_factory):
             train(b, "train.max_iter=40", "optimizer.lr=0.01", "--resume"),
             train(c, "train.max_iter=40", *ITER_UNITS, "--resume"),
             train(d, "train.max_iter=20", "--resume"),
+            train(e, "train.max_iter=20", "train.lr_scaling.reference_batch=16", "--resume"),
+            train(f, "train.max_iter=20", "--resume",
+                  "optimizer.params.rules=[{match: head.*, lr_mult: 10, group: classifier}]"),
         ],
         tmp / "second",
-    )
-    return {"dirs": (a, b, c, d), "first": first, "second": second}
+    )  # fmt: skip
+    return {"dirs": (a, b, c, d, e, f), "first": first, "second": second}
 
 
 def log_of(proc):
@@ -104,7 +109,7 @@ def test_resuming_a_finished_run_says_so_and_trains_nothing(runs):
 @pytest.mark.slow
 def test_the_resume_table_shows_the_first_iteration_that_runs_and_what_changed(runs):
     log = log_of(runs["second"][1])
-    assert "Starting training from iteration 10 of 40" in log
+    assert "Starting training at iteration 11 of 40" in log
     table = log[log.index("param groups (") :]
     header = next(ln for ln in table.splitlines() if ln.startswith("group"))
     assert "lr at iter 11" in header
@@ -121,9 +126,24 @@ def test_the_resume_table_shows_the_first_iteration_that_runs_and_what_changed(r
 
 
 @pytest.mark.slow
+def test_a_changed_batch_size_lr_factor_or_a_renamed_group_is_never_unchanged(runs):
+    scaled, renamed = (log_of(p) for p in runs["second"][4:6])
+    assert "unchanged against the checkpoint" not in scaled
+    assert (
+        "changed against the checkpoint: batch-size LR factor 1 -> 2 (every group's LR x2; "
+        "train.lr_scaling)" in scaled
+    )
+    assert "changed against the checkpoint: new group 'classifier' (2 tensors)" in renamed
+    assert (
+        "changed against the checkpoint: 2 parameters in another group: head.weight ('head' -> "
+        "'classifier'), head.bias ('head' -> 'classifier')" in renamed
+    )
+
+
+@pytest.mark.slow
 def test_no_schedule_length_warning_when_positions_are_in_iterations(runs):
     log = log_of(runs["second"][2])
-    assert "Starting training from iteration 10 of 40" in log
+    assert "Starting training at iteration 11 of 40" in log
     assert "unit='iter')" not in log and "WARNING" not in log
     # same groups, LRs and weight decay
     assert not [ln for ln in log.splitlines() if ln.startswith("changed against the checkpoint")]
@@ -135,6 +155,6 @@ def test_a_checkpoint_of_the_old_numbering_resumes_where_it_left_off(runs):
     d, proc = runs["dirs"][3], runs["second"][3]
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = log_of(proc)
-    assert "Starting training from iteration 10 of 20" in log and "iter 15/20" in log
+    assert "Starting training at iteration 11 of 20" in log and "iter 15/20" in log
     assert iterations(d) == [5, 10, 15, 20]  # the old lines renumbered, the new ones appended
     assert "model_0000020.pth" in os.listdir(d)
