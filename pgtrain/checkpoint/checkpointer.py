@@ -33,7 +33,7 @@ from pgtrain.checkpoint.sharded import (
     read_sharded,
     save_sharded,
 )
-from pgtrain.errors import CheckpointError, ConfigError, PgtrainError
+from pgtrain.errors import CheckpointError, ConfigError, PgtrainError, first_line
 from pgtrain.utils import comm
 from pgtrain.utils.checks import is_whole
 from pgtrain.utils.suggest import did_you_mean
@@ -484,8 +484,7 @@ def _is_write_failure(error: RuntimeError) -> bool:
 
 
 def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return f"{type(error).__name__}: {lines[0][:200] if lines else ''}"
+    return f"{type(error).__name__}: {first_line(error)[:200]}"
 
 
 def _key_sample(report: CheckpointReport) -> str:

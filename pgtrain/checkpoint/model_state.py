@@ -13,7 +13,7 @@ from torch import nn
 
 from pgtrain.checkpoint.report import CheckpointReport
 from pgtrain.errors import CheckpointError, ConfigError
-from pgtrain.utils.suggest import close_matches
+from pgtrain.utils.suggest import close_matches, listing
 
 __all__ = [
     "check_exact_fit",
@@ -172,7 +172,7 @@ def split_checkpoint(data: Any, path: str) -> tuple[Mapping[str, Any], dict[str,
         return data["model"], {k: v for k, v in data.items() if k != "model"}
     if data and all(isinstance(v, torch.Tensor) for v in data.values()):
         return data, {}
-    keys = ", ".join(str(k) for k in list(data)[:_MAX_LOGGED])
+    keys = listing(data, _MAX_LOGGED)
     raise CheckpointError(
         f"Checkpoint {path} has no 'model' entry and is not a state_dict of tensors (top-level "
         f"keys: {keys}); save the model's state_dict() into a file of its own"
@@ -197,7 +197,7 @@ def check_exact_fit(model: nn.Module, state: Mapping[str, Any], path: str) -> No
     if not (differ or missing or unexpected):
         return
     parts = [
-        f"{label} ({len(keys)}): {', '.join(keys[:4])}{', ...' if len(keys) > 4 else ''}"
+        f"{label} ({len(keys)}): {listing(keys, 4)}"
         for label, keys in (
             ("shape differs", differ),
             ("missing in file", missing),
@@ -304,5 +304,4 @@ def _aliases(model: nn.Module) -> dict[str, set[str]]:
 def _warn_keys(message: str, path: str, keys: list[str]) -> None:
     """Logs a warning with the first few `keys`."""
     if keys:
-        shown = ", ".join(keys[:_MAX_LOGGED]) + (", ..." if len(keys) > _MAX_LOGGED else "")
-        logger.warning(message, path, len(keys), shown)
+        logger.warning(message, path, len(keys), listing(keys, _MAX_LOGGED))

@@ -3,6 +3,8 @@
 from dataclasses import dataclass, field
 from typing import Any
 
+from pgtrain.utils.suggest import listing
+
 __all__ = ["CheckpointReport"]
 
 # Long key lists are cut in the log; the report object itself keeps every key.
@@ -91,6 +93,4 @@ class CheckpointReport:
 
 def _listing(title: str, items: list[str]) -> str:
     """Formats `items` as one indented line, cut after a few entries."""
-    shown = ", ".join(items[:_MAX_LISTED])
-    more = f", ... (+{len(items) - _MAX_LISTED} more)" if len(items) > _MAX_LISTED else ""
-    return f"  {title} ({len(items)}): {shown}{more}"
+    return f"  {title} ({len(items)}): {listing(items, _MAX_LISTED)}"

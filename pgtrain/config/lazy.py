@@ -17,7 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pgtrain.config.lazy_call import locate, signature_keywords
 from pgtrain.config.plain import to_plain
-from pgtrain.errors import ConfigError
+from pgtrain.errors import ConfigError, first_line
 from pgtrain.utils.file_io import write_text_atomically
 from pgtrain.utils.suggest import did_you_mean
 
@@ -169,7 +169,7 @@ def _load_yaml(path: str) -> DictConfig:
         try:
             content = yaml.safe_load(f)
         except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from e
+            raise ConfigError(f"{path}: not valid YAML: {first_line(e)}") from e
     if not isinstance(content, dict):
         raise ConfigError(f"{path}: a YAML config must be a mapping at the top level")
     return DictConfig(content, flags={"allow_objects": True})
@@ -333,7 +333,7 @@ def _parse_value(raw: str, item: str) -> Any:
         except yaml.YAMLError as e:
             value = e
         if not isinstance(value, list | dict):
-            reason = str(value).splitlines()[0] if isinstance(value, Exception) else "not a list"
+            reason = first_line(value) if isinstance(value, Exception) else "not a list"
             key = item.partition("=")[0]
             raise ConfigError(
                 f"override '{item}': the value looks like a list or dict but does not parse "

@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from pgtrain.config.hints import annotated_checks, hint_problem
-from pgtrain.errors import ConfigError, PgtrainError
+from pgtrain.errors import ConfigError, PgtrainError, first_line
 from pgtrain.utils.suggest import did_you_mean
 
 __all__ = [
@@ -205,7 +205,7 @@ def _plain(cfg: DictConfig, key: Any, path: str) -> Any:
         try:
             return OmegaConf.to_container(value, resolve=True)
         except Exception as e:  # an interpolation inside that does not resolve
-            raise ConfigError(f"{_join(path, str(key))}: {str(e).splitlines()[0]}") from e
+            raise ConfigError(f"{_join(path, str(key))}: {first_line(e)}") from e
     return value
 
 
@@ -213,7 +213,7 @@ def _get(cfg: Any, key: Any, path: str) -> Any:
     try:
         return cfg[key]
     except Exception as e:  # omegaconf interpolation / missing-value errors
-        msg = str(e).splitlines()[0]
+        msg = first_line(e)
         raise ConfigError(f"{_join(path, str(key))}: {msg}") from e
 
 

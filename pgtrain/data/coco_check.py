@@ -33,6 +33,7 @@ from pycocotools.coco import COCO
 
 from pgtrain.errors import DatasetError, DatasetNotFoundError, first_line
 from pgtrain.utils.checks import is_real
+from pgtrain.utils.suggest import listing
 
 __all__ = ["CocoCheck", "Problem", "check_coco"]
 
@@ -397,8 +398,7 @@ def _check_annotation(
 
 
 def _preview(values: list[Any], limit: int = 10) -> str:
-    shown = ", ".join(map(str, values[:limit]))
-    return f"{shown}, ... {len(values) - limit} more" if len(values) > limit else shown
+    return listing(values, limit)
 
 
 def _is_number(value: Any) -> bool:

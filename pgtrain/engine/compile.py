@@ -21,6 +21,8 @@ from torch import nn
 
 from pgtrain.config.schema import setting
 from pgtrain.errors import ConfigError
+from pgtrain.param_groups.names import param_group_names
+from pgtrain.utils.suggest import listing
 
 __all__ = ["CompileSettings", "compile_model", "compile_optimizer_step", "compile_for_training"]
 
@@ -92,13 +94,13 @@ def compile_optimizer_step(
             # Adam's foreach kernels refuse a tensor LR unless capturable; compiled, the
             # per-tensor loop is fused by the compiler instead (torch's own foreach=None choice).
             group["foreach"] = False
-            unfused.append(group.get("name", str(i)))
+            unfused.append(param_group_names(optimizer.param_groups)[i])
     if unfused:
         logger.info(
             "train.compile.optimizer: %d group(s) with foreach=True run the per-tensor step, "
             "which the compiler fuses (a tensor LR needs it): %s",
             len(unfused),
-            ", ".join(unfused[:5]) + (", ..." if len(unfused) > 5 else ""),
+            listing(unfused, 5),
         )
     original = optimizer.step
     step = torch.compile(original, backend=backend, mode=mode)

@@ -25,8 +25,9 @@ class DDPSettings:
     )
     fp16_compression: bool = setting(False, "all-reduce gradients in float16 (CUDA only)")
     forward_sync_buffers: bool = setting(
-        False, "sync buffers (BatchNorm statistics) from rank 0 before every forward, not only "
-        "when wrapping"
+        False,
+        "sync buffers (BatchNorm statistics) from rank 0 before every forward, not only "
+        "when wrapping",
     )
     bucket_cap_mb: float | None = setting(
         None, "gradient bucket size in MiB", gt=0, null="use DDP's default (25)"

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from pgtrain.config import LazyCall, LazyConfig
 from pgtrain.config.schema import setting
+from pgtrain.engine.launch import default_timeout
 from pgtrain.errors import ConfigError, PgtrainError
 from pgtrain.param_groups import build_param_groups
 from pgtrain.utils import comm
@@ -26,6 +27,7 @@ from pgtrain.utils.checks import is_real
 from pgtrain.utils.env import per_rank_seed, seed_all_rng
 from pgtrain.utils.file_io import is_local, output_path
 from pgtrain.utils.logger import setup_logger
+from pgtrain.utils.suggest import listing
 from pgtrain.utils.writers import ConsoleWriter, EventWriter, JSONWriter, TensorboardWriter
 
 __all__ = [
@@ -198,8 +200,8 @@ def check_output_dir(output_dir: str, *, resume: bool, overwrite: bool = False) 
         return None
     if not overwrite:
         raise ConfigError(
-            f"train.output_dir={output_dir} already holds a run ({', '.join(held[:4])}"
-            f"{', ...' if len(held) > 4 else ''}); continue it with --resume, choose another "
+            f"train.output_dir={output_dir} already holds a run ({listing(held, 4)}); continue "
+            "it with --resume, choose another "
             "train.output_dir, or set train.overwrite=True to move its files aside"
         )
     archive = os.path.join(output_dir, f"replaced_{time.strftime('%Y%m%d-%H%M%S')}")
@@ -210,9 +212,6 @@ def check_output_dir(output_dir: str, *, resume: bool, overwrite: bool = False) 
     return f"train.overwrite=True: moved the previous run's {len(moved)} files into {archive}"
 
 
-# Collective timeouts when train.dist_timeout_s is None: short on CPU (gloo) runs, where a stall
-# is a bug, long on NCCL, where a large evaluation on rank 0 may keep the others waiting.
-_DEFAULT_TIMEOUT_S = {"gloo": 600.0, "nccl": 1800.0}
 _MAX_STALL_S = 60.0
 
 
@@ -224,7 +223,7 @@ def collective_timeout(cfg: DictConfig, backend: str) -> timedelta:
     """
     value = cfg.get("train", {}).get("dist_timeout_s")
     if value is None:
-        return timedelta(seconds=_DEFAULT_TIMEOUT_S.get(backend, 1800.0))
+        return default_timeout(backend)
     if not is_real(value, above=0):
         raise ConfigError(f"train.dist_timeout_s={value!r} must be a positive number of seconds")
     return timedelta(seconds=float(value))
@@ -251,9 +250,7 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PgtrainError(
-            f"train.device={device} but CUDA is not available; use train.device=cpu"
-        )
+        raise PgtrainError(f"train.device={device} but CUDA is not available; use train.device=cpu")
     if device == "cuda":
         return torch.device("cuda", comm.get_local_rank())
     if device.startswith("cuda:") and comm.get_world_size() > 1:

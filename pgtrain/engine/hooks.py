@@ -20,6 +20,7 @@ from pgtrain.solver.lr_scaling import BatchSizeLRScaling
 from pgtrain.solver.optimizer_modes import eval_mode
 from pgtrain.utils import comm
 from pgtrain.utils.checks import is_whole
+from pgtrain.utils.suggest import listing
 from pgtrain.utils.writers import EventWriter
 
 __all__ = [
@@ -275,11 +276,10 @@ class UnusedParameterCheck(HookBase):
         ]
         if not unused:
             return
-        shown = ", ".join(f"'{n}'" for n in unused[:8])
-        more = f" ... and {len(unused) - 8} more" if len(unused) > 8 else ""
+        shown = listing(unused, 8, quote=True)
         message = (
             f"{len(unused)} trainable parameter(s) got no gradient in iteration "
-            f"{self.trainer.iter + 1}: {shown}{more}; the loss does not reach them, so they never "
+            f"{self.trainer.iter + 1}: {shown}; the loss does not reach them, so they never "
             "change. Freeze them (a rule with frozen=True, or requires_grad=False) or use them"
         )
         if self.mode == "error":

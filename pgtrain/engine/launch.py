@@ -28,11 +28,11 @@ import torch.multiprocessing as mp
 
 from pgtrain import errors
 from pgtrain.config.schema import setting
-from pgtrain.engine.preemption import PREEMPTION_SIGNALS, STALL_EXIT_CODE
+from pgtrain.engine.preemption import PREEMPTION_SIGNALS, STALL_EXIT_CODE, stop_exit_code
 from pgtrain.errors import ConfigError, PgtrainError
 from pgtrain.utils import comm
 
-__all__ = ["launch", "DEFAULT_TIMEOUT", "LaunchSettings"]
+__all__ = ["launch", "DEFAULT_TIMEOUT_S", "LaunchSettings", "default_timeout"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +49,17 @@ class LaunchSettings:
         null="wait 600 s on gloo, 1800 s on NCCL",
     )
 
-DEFAULT_TIMEOUT = timedelta(minutes=30)
-"""How long a collective may wait for the other ranks before it fails."""
+
+# How long a collective waits for the other ranks when no timeout is given: short on CPU
+# (gloo), where a stall is a bug, long on NCCL, where a large evaluation on rank 0 may keep the
+# others waiting.
+DEFAULT_TIMEOUT_S = {"gloo": 600.0, "nccl": 1800.0}
+
+
+def default_timeout(backend: str) -> timedelta:
+    """The collective timeout of `backend` when ``train.dist_timeout_s`` is None."""
+    return timedelta(seconds=DEFAULT_TIMEOUT_S.get(backend, DEFAULT_TIMEOUT_S["nccl"]))
+
 
 _TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 _USER_ERROR_EXIT_CODE = 2  # as the tools exit on a user error
@@ -63,7 +72,7 @@ def launch(
     machine_rank: int = 0,
     dist_url: str | None = "auto",
     args: tuple = (),
-    timeout: timedelta = DEFAULT_TIMEOUT,
+    timeout: timedelta | None = None,
     *,
     backend: str | None = None,
 ) -> None:
@@ -84,7 +93,8 @@ def launch(
         dist_url: where the processes meet, e.g. ``tcp://10.0.0.1:23456`` (machine 0's address);
             "auto" or None picks a free local port, which only works on one machine.
         args: positional arguments for `main_func`; they are pickled for each process.
-        timeout: how long collectives wait for other ranks.
+        timeout: how long collectives wait for other ranks; None: the backend's default
+            (`default_timeout`).
         backend: process-group backend; None means "nccl" when CUDA is available, else "gloo".
 
     Raises:
@@ -105,6 +115,7 @@ def launch(
         main_func(*args)
         return
     backend = _resolve_backend(backend, num_gpus_per_machine)
+    timeout = timeout or default_timeout(backend)
     dist_url = _resolve_url(dist_url, num_machines)
     _check_picklable(main_func)
     worker_args = (main_func, args, machine_rank, num_gpus_per_machine, world_size, backend)
@@ -143,7 +154,7 @@ def _join_forwarding_signals(context: mp.ProcessContext, user_errors: Any) -> No
         if e.exit_code == _USER_ERROR_EXIT_CODE and not user_errors.empty():
             name, message = user_errors.get()
             raise getattr(errors, name, PgtrainError)(message) from None
-        stopped = {128 + s for s in PREEMPTION_SIGNALS} | {STALL_EXIT_CODE}
+        stopped = {stop_exit_code(s) for s in PREEMPTION_SIGNALS} | {STALL_EXIT_CODE}
         if e.exit_code == STALL_EXIT_CODE:
             print(
                 f"error: a rank stopped making progress (the log names it); the job stopped "
@@ -282,7 +293,7 @@ def _run_and_leave_group(main_func: Callable[..., Any], args: tuple) -> None:
 def _launch_from_environment(
     main_func: Callable[..., Any],
     args: tuple,
-    timeout: timedelta,
+    timeout: timedelta | None,
     backend: str | None,
     num_gpus_per_machine: int,
     num_machines: int,
@@ -302,6 +313,7 @@ def _launch_from_environment(
         return
     # A group even of one process (torchrun --nproc-per-node 1): FSDP on one GPU shards in it.
     backend = _resolve_backend(backend, local_size)
+    timeout = timeout or default_timeout(backend)
     device_id = None
     if backend == "nccl":
         torch.cuda.set_device(local_rank)

@@ -22,6 +22,7 @@ from torch import nn
 
 from pgtrain.config.schema import section, setting
 from pgtrain.engine.ddp import DDPSettings, create_ddp_model
+from pgtrain.engine.trainer import PRECISION_DTYPES
 from pgtrain.errors import ConfigError
 from pgtrain.utils import comm
 from pgtrain.utils.suggest import did_you_mean
@@ -39,7 +40,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 STRATEGIES = ("ddp", "fsdp")
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _DType = Literal["bf16", "fp16", "fp32"]
 
 
@@ -216,8 +216,8 @@ def shard_units(model: nn.Module, shard: Sequence[str]) -> list[str]:
 def _dtype(name: str | None, key: str) -> torch.dtype | None:
     if name is None:
         return None
-    if name not in _DTYPES:
+    if name not in PRECISION_DTYPES:
         raise ConfigError(
-            f"train.fsdp.{key}={name!r} is not a dtype; use one of {list(_DTYPES)} or null"
+            f"train.fsdp.{key}={name!r} is not a dtype; use one of {list(PRECISION_DTYPES)} or null"
         )
-    return _DTYPES[name]
+    return PRECISION_DTYPES[name]

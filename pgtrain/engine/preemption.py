@@ -29,6 +29,7 @@ __all__ = [
     "STALL_EXIT_CODE",
     "StallWatchdog",
     "StopSignal",
+    "stop_exit_code",
     "train_preemptibly",
 ]
 
@@ -38,6 +39,12 @@ logger = logging.getLogger(__name__)
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 # EX_TEMPFAIL: the job may succeed if run again (after the frozen machine is replaced).
 STALL_EXIT_CODE = 75
+
+
+def stop_exit_code(signum: int) -> int:
+    """The status a run stopped by signal `signum` exits with: 128 + the signal, as a shell
+    reports a process killed by it (143 for SIGTERM), so schedulers and wrappers can tell."""
+    return 128 + int(signum)
 
 
 class StopSignal:
@@ -183,4 +190,4 @@ def train_preemptibly(
         signal.Signals(signum).name,
         trainer.iter,  # iterations done, as the console, checkpoints and metrics.json count
     )
-    raise SystemExit(128 + signum)
+    raise SystemExit(stop_exit_code(signum))

@@ -40,6 +40,7 @@ from pgtrain.solver import (
 from pgtrain.utils import comm
 from pgtrain.utils.checks import is_whole
 from pgtrain.utils.file_io import is_local, write_text_atomically
+from pgtrain.utils.suggest import listing
 
 __all__ = [
     "Run",
@@ -320,7 +321,7 @@ def changes_against_checkpoint(
         if n in placed and placed[n] != g
     ]
     if moved:
-        shown = ", ".join(moved[:5]) + (f", ... (+{len(moved) - 5} more)" if len(moved) > 5 else "")
+        shown = listing(moved, 5)
         changes.append(f"{len(moved)} parameters in another group: {shown}")
     if not changes:
         return ["unchanged against the checkpoint: groups, LRs and weight decay"]

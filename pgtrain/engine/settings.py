@@ -32,7 +32,7 @@ from pgtrain.engine.param_group_stats import ParamGroupStatsSettings
 from pgtrain.engine.periodic_checkpointer import CheckpointSettings
 from pgtrain.engine.run_length import RunLengthSettings, check_run_length
 from pgtrain.engine.trainer import TrainerSettings
-from pgtrain.errors import ConfigError
+from pgtrain.errors import ConfigError, first_line
 from pgtrain.solver.lr_scaling import LRScalingSettings
 from pgtrain.utils.suggest import did_you_mean
 
@@ -91,7 +91,7 @@ def _resolved(node: Any, where: str) -> Any:
         try:
             value = node[key]
         except Exception as e:  # an interpolation that does not resolve
-            raise ConfigError(f"{where}.{key}: {str(e).splitlines()[0]}") from e
+            raise ConfigError(f"{where}.{key}: {first_line(e)}") from e
         values[key] = _resolved(value, f"{where}.{key}")
     return values
 

@@ -21,6 +21,8 @@ import re
 import signal
 from typing import Any
 
+from pgtrain.engine.preemption import stop_exit_code
+
 __all__ = ["job_port", "requeue_after_stop", "requeue_signal", "set_rendezvous_from_job"]
 
 logger = logging.getLogger(__name__)
@@ -70,7 +72,7 @@ def requeue_after_stop(exit_code: Any, started: float) -> None:
             after ``scontrol requeue`` on Slurm).
         submitit.core.utils.UncompletedJobError: the job timed out more often than allowed.
     """
-    if exit_code != 128 + requeue_signal():
+    if exit_code != stop_exit_code(requeue_signal()):
         return
     import submitit
     from submitit.core.job_environment import SignalHandler

@@ -24,6 +24,9 @@ from pgtrain.solver.optimizer_modes import group_state_keys, train_mode
 from pgtrain.utils import comm
 from pgtrain.utils.events import EventStorage, event_storage
 
+# The precision names of configs (train.amp.precision, train.fsdp.param_dtype) and their dtypes.
+PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
 __all__ = ["AMPSettings", "AMPTrainer", "Trainer", "TrainerSettings"]
 
 logger = logging.getLogger(__name__)
@@ -356,7 +359,7 @@ class AMPTrainer(Trainer):
         self.device_type = next(model.parameters()).device.type
         if precision == "fp16" and self.device_type != "cuda":
             raise ConfigError("train.amp.precision=fp16 needs CUDA; use bf16 on the CPU")
-        self.dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        self.dtype = PRECISION_DTYPES[precision]
         self.grad_scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
 
     def _forward(self, batch: Any) -> dict[str, torch.Tensor]:

@@ -12,6 +12,7 @@ from pgtrain.checkpoint.model_state import load_model_state
 from pgtrain.checkpoint.report import CheckpointReport
 from pgtrain.errors import CheckpointError, ConfigError
 from pgtrain.modeling.vit import VisionTransformer
+from pgtrain.utils.suggest import listing
 
 __all__ = ["load_vit_state_dict"]
 
@@ -91,8 +92,7 @@ def _map_vit_keys(
     if split:
         notes.append(f"split {split} attn.qkv.bias into q_bias / v_bias (key bias dropped)")
     if dropped:  # an MAE file holds ~100 decoder keys: name a few
-        more = f", ... (+{len(dropped) - 8} more)" if len(dropped) > 8 else ""
-        notes.append(f"dropped {len(dropped)}: {', '.join(dropped[:8])}{more}")
+        notes.append(f"dropped {len(dropped)}: {listing(dropped, 8)}")
     return mapped, notes
 
 

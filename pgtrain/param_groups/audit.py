@@ -10,6 +10,7 @@ from pgtrain.errors import ConfigError
 from pgtrain.param_groups.model_params import ModelParams, collect_model_params
 from pgtrain.param_groups.names import param_group_names
 from pgtrain.param_groups.record import BuildRecord, ParamDecision, ParamGroups
+from pgtrain.utils.suggest import listing
 
 __all__ = ["audit_param_groups", "builder_source", "named_groups"]
 
@@ -227,5 +228,4 @@ def named_groups(
 
 
 def _some(names: list[str]) -> str:
-    shown = ", ".join(f"'{n}'" for n in names[:_SHOWN])
-    return shown + (f" ... and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
+    return listing(names, _SHOWN, quote=True)

@@ -51,6 +51,7 @@ from pgtrain.param_groups.builders import (
 )
 from pgtrain.param_groups.model_params import ModelParams, collect_model_params
 from pgtrain.param_groups.rules import parse_rules
+from pgtrain.param_groups.settings import OPTIMIZER_PARTS
 
 __all__ = [
     "LOOKUP_TABLE_NAMES",
@@ -328,7 +329,7 @@ def muon_param_groups(
         reason, route = routes[i].reason, routes[i].optimizer
         return [(reason, "group", route), (reason, "optimizer", route)]
 
-    counts = {r: sum(1 for route in routes if route.optimizer == r) for r in ("muon", "adamw")}
+    counts = {r: sum(1 for route in routes if route.optimizer == r) for r in OPTIMIZER_PARTS}
     return plan_param_groups(
         model,
         [*parse_rules(weight_decay_exemptions(), "muon"), *parse_rules(rules)],

@@ -19,6 +19,7 @@ from torch import nn
 from pgtrain.config import locate
 from pgtrain.errors import ConfigError
 from pgtrain.param_groups.model_params import ModelParams
+from pgtrain.param_groups.settings import parse_bool
 from pgtrain.utils.checks import is_whole
 from pgtrain.utils.suggest import close_matches, did_you_mean
 
@@ -249,12 +250,6 @@ def _pick_modules(
 # Property selectors: true or false (or a number), tested on each parameter.
 
 
-def _parse_bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
-    return value
-
-
 def _flag_selector(
     key: str,
     doc: str,
@@ -267,7 +262,7 @@ def _flag_selector(
         test = has(params, ctx)
         return [i for i in range(len(params.names)) if test(i) == value]
 
-    return Selector(key, doc, _parse_bool, pick, **kw)
+    return Selector(key, doc, parse_bool, pick, **kw)
 
 
 def _is_bias(name: str) -> bool:

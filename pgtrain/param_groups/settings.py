@@ -21,6 +21,7 @@ __all__ = [
     "SETTINGS",
     "OPTIMIZER_OPTION",
     "OPTIMIZER_PARTS",
+    "parse_bool",
     "ParamSettings",
     "Setting",
     "optimizer_keys",
@@ -82,7 +83,8 @@ def _parse_number(value: Any, where: str) -> float:
     return float(value)
 
 
-def _parse_bool(value: Any, where: str) -> bool:
+def parse_bool(value: Any, where: str) -> bool:
+    """`value` if it is a bool (YAML true / false), else a ConfigError naming `where`."""
     if not isinstance(value, bool):
         raise ConfigError(f"{where} must be true or false, got {value!r}")
     return value
@@ -156,7 +158,7 @@ _SETTING_LIST = (
         "frozen",
         "``True`` leaves the parameter out of the optimizer (``requires_grad`` is not touched); "
         "``False`` puts a ``requires_grad=False`` parameter in. The last matching rule wins.",
-        _parse_bool,
+        parse_bool,
         _replace,
     ),
     Setting(

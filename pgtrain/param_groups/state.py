@@ -17,6 +17,8 @@ from torch import nn
 
 from pgtrain.errors import CheckpointError
 from pgtrain.param_groups.audit import named_groups
+from pgtrain.param_groups.names import param_group_names
+from pgtrain.utils.suggest import listing
 
 __all__ = [
     "optimizer_state_by_name",
@@ -229,8 +231,7 @@ def optimizer_state_from_torch(
         )
     out = _empty_state(None)  # the optimizer's class is not recorded by torch
     position = dict(zip(ids, names, strict=True))
-    for i, group in enumerate(groups):
-        gname = str(group.get("name", f"group{i}"))
+    for gname, group in zip(param_group_names(groups), groups, strict=True):
         out["group_hparams"][gname] = {
             k: _plain_or_none(v) for k, v in group.items() if k not in ("params", "param_names")
         }
@@ -301,5 +302,4 @@ def _plain_or_none(value: Any) -> Any:
 
 
 def _some(names: list[str]) -> str:
-    shown = ", ".join(names[:_SHOWN])
-    return shown + (f" ... and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
+    return listing(names, _SHOWN)

@@ -10,6 +10,7 @@ from torch import nn
 from pgtrain.config import accepts_keyword, check_arguments, instantiate, locate
 from pgtrain.errors import ConfigError, PgtrainError
 from pgtrain.param_groups import ParamGroups, audit_param_groups
+from pgtrain.param_groups.names import param_group_names
 
 __all__ = ["build_param_groups_from_config", "build_optimizer", "build_lr_scheduler"]
 
@@ -76,7 +77,7 @@ def _check_routes(groups: list[dict[str, Any]], optimizer_cls: Any) -> None:
     hybrid optimizer: a plain one would ignore the route and update everything its own way."""
     from pgtrain.solver.hybrid import HybridOptimizer
 
-    routed = [g.get("name", "?") for g in groups if "optimizer" in g]
+    routed = [n for n, g in zip(param_group_names(groups), groups, strict=True) if "optimizer" in g]
     hybrid = isinstance(optimizer_cls, type) and issubclass(optimizer_cls, HybridOptimizer)
     if routed and not hybrid:
         name = getattr(optimizer_cls, "__name__", str(optimizer_cls))

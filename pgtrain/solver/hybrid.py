@@ -21,10 +21,12 @@ import torch
 from torch import Tensor
 
 from pgtrain.errors import ConfigError
+from pgtrain.param_groups.names import param_group_names
+from pgtrain.param_groups.settings import OPTIMIZER_PARTS
 
 __all__ = ["FlatMuon", "HybridOptimizer", "MuonAdamW", "PARTS"]
 
-PARTS = ("muon", "adamw")
+PARTS = OPTIMIZER_PARTS  # the parts param groups are routed to, declared with the groups
 
 
 class FlatMuon(torch.optim.Muon):
@@ -147,10 +149,9 @@ class HybridOptimizer(torch.optim.Optimizer):
         if groups and not isinstance(groups[0], dict):
             groups = [{"params": groups}]
         by_part: dict[str, list[dict[str, Any]]] = {name: [] for name in parts}
-        for group in groups:
+        for name, group in zip(param_group_names(groups), groups, strict=True):
             part = group.setdefault("optimizer", default_part)
             if part not in parts:
-                name = group.get("name", "?")
                 raise ConfigError(
                     f"param group '{name}' names optimizer '{part}'; this optimizer has the "
                     f"parts {list(parts)}"
@@ -256,8 +257,9 @@ def _check_every_part_used(
 
 def _check_saved_routes(groups: list[dict[str, Any]], saved: list[dict[str, Any]]) -> None:
     """Refuses a positional state dict whose groups were not updated by the same algorithms."""
+    names = param_group_names(groups)
     for i, (group, old) in enumerate(zip(groups, saved, strict=False)):
-        name = group.get("name", i)
+        name = names[i]
         if "optimizer" not in old:
             raise ConfigError(
                 f"optimizer state: param group {i} of the state dict names no algorithm, so it "
