@@ -182,6 +182,8 @@ def do_train(cfg, resume, notes=()):
 
 def main(cfg, args):
     """Runs in every process: set up, then train or evaluate."""
+    if getattr(args, "config", None):  # a spawned process: the project's registrations
+        LazyConfig.import_code(args.config)
     default_setup(cfg, args)
     if getattr(args, "output_dir_note", None):
         logger.warning(args.output_dir_note)

@@ -4,6 +4,8 @@ import ast
 import importlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
+import keyword
 import os
 import sys
 import traceback
@@ -53,6 +55,15 @@ class LazyConfig:
         else:
             raise ConfigError(f"{path}: a config file must end in .py or .yaml")
         return _normalize(cfg)
+
+    @staticmethod
+    def import_code(path: str) -> None:
+        """Imports the code modules a ``.py`` config imports (a project's builders, models,
+        registrations), as loading it would, without keeping the config: what a process started
+        after the load (a spawned worker) needs before it builds anything named in the config."""
+        local = g_pathmgr.get_local_path(path) if g_pathmgr.exists(path) else path
+        if local.endswith(".py") and os.path.isfile(local):
+            _load_python(local)
 
     @staticmethod
     def save(cfg: DictConfig, path: str) -> None:
@@ -143,12 +154,27 @@ def _load_python(path: str) -> DictConfig:
             raise ConfigError(f"{path}: {e}") from e
         except Exception as e:  # the file's own code failed: name the line it failed on
             raise ConfigError(f"{_failing_line(e, path)}: {type(e).__name__}: {e}") from e
+    _keep_importable(root)
     content = {
         name: value
         for name, value in vars(module).items()
         if not name.startswith("_") and isinstance(value, DictConfig | ListConfig)
     }
     return DictConfig(content, flags={"allow_objects": True})
+
+
+def _keep_importable(root: str) -> None:
+    """Leaves `root` on ``sys.path`` (at its end) when the config imported code modules from
+    under it (a project's builders or models): instantiating names them by import path, also in
+    processes spawned later, which start from this ``sys.path``."""
+    if root in sys.path or any(os.path.abspath(p) == root for p in sys.path if p):
+        return
+    prefix = root.rstrip(os.sep) + os.sep
+    for name, module in list(sys.modules.items()):
+        origin = getattr(module, "__file__", None)
+        if origin and name not in _CONFIG_MODULES and os.path.abspath(origin).startswith(prefix):
+            sys.path.append(root)
+            return
 
 
 def _failing_line(error: BaseException, path: str) -> str:
@@ -181,13 +207,42 @@ def _normalize(cfg: DictConfig) -> DictConfig:
 
 
 def _module_name(path: str) -> tuple[str, str]:
-    """Returns (root folder, dotted module name) for a file inside packages (``__init__.py``)."""
+    """Returns (root folder, dotted module name) for a file inside packages (``__init__.py``).
+
+    A file in a folder without ``__init__.py`` (a project kept outside this repository,
+    ``/elsewhere/myproj/config.py``) is loaded as a module of its folder, taken as a namespace
+    package, so ``from .builders import ...`` beside it works as it does in the repo's projects.
+    The folder's name must be a Python identifier not already importable as something else.
+    """
     folder, file = os.path.split(path)
     parts = [os.path.splitext(file)[0]]
     while os.path.isfile(os.path.join(folder, "__init__.py")):
         folder, name = os.path.split(folder)
         parts.insert(0, name)
+    if len(parts) == 1:
+        parent, name = os.path.split(folder)
+        if _namespace_available(name, folder):
+            return parent, f"{name}.{parts[0]}"
     return folder, ".".join(parts)
+
+
+def _namespace_available(name: str, folder: str) -> bool:
+    """Whether `folder` can be imported as the namespace package `name` without shadowing or
+    being shadowed by another module of that name."""
+    if not name.isidentifier() or keyword.iskeyword(name):
+        return False
+    loaded = sys.modules.get(name)
+    if loaded is not None:  # the same folder, loaded before, is fine
+        return folder in list(getattr(loaded, "__path__", []))
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return False
+    # Free, or this very folder (on sys.path since an earlier load, or in a spawned process)
+    locations = (
+        [os.path.abspath(p) for p in (spec.submodule_search_locations or [])] if spec else []
+    )
+    return spec is None or (spec.origin in (None, "namespace") and folder in locations)
 
 
 @contextmanager

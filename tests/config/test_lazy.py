@@ -1,3 +1,5 @@
+import importlib
+import multiprocessing
 import textwrap
 import uuid
 
@@ -201,3 +203,49 @@ def test_load_errors(tmp_path):
     txt = write(tmp_path / "c.txt", "a=1")
     with pytest.raises(ConfigError, match="must end in .py or .yaml"):
         LazyConfig.load(str(txt))
+
+
+def _imported_file(module: str) -> str:
+    return importlib.import_module(module).__file__
+
+
+def test_a_project_outside_any_package_imports_its_own_modules_relatively(tmp_path):
+    """`--config /elsewhere/myproj/config.py` with `from .builders import ...` beside it, and no
+    __init__.py: the folder is the project's package (a namespace package), as in the repo."""
+    name = f"myproj_{uuid.uuid4().hex[:8]}"
+    folder = tmp_path / name
+    write(
+        folder / "widgets.py",
+        """
+        from pgtrain.registry import Registry
+        WIDGETS = Registry("WIDGET")
+        LOADS = [0]
+        LOADS[0] += 1
+        @WIDGETS.register("knob")
+        def knob(size: int = 1):
+            return size
+    """,
+    )
+    write(
+        folder / "config.py",
+        """
+        from pgtrain.config import LazyCall as L
+        from .widgets import LOADS, knob
+        widget = L(knob)(size=3)
+        loads = dict(count=LOADS[0])
+    """,
+    )
+    for _ in range(2):  # the project's code module is imported once, the config afresh
+        cfg = LazyConfig.load(str(folder / "config.py"))
+        assert instantiate(cfg.widget) == 3 and cfg.loads.count == 1
+    # Processes started later (a multi-process launch spawns them) import the project's code
+    # by the path the config names it with.
+    assert cfg.widget._target_ == f"{name}.widgets.knob"
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        assert pool.apply(_imported_file, (f"{name}.widgets",)) == str(folder / "widgets.py")
+    # A folder whose name is no Python identifier cannot be a package: relative imports fail
+    # with the one-line error, which names the file.
+    other = write(tmp_path / "my-proj" / "config.py", "from .widgets import knob\n")
+    with pytest.raises(ConfigError, match=r"my-proj/config\.py: .*relative import"):
+        LazyConfig.load(str(other))

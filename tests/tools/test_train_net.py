@@ -192,3 +192,34 @@ def test_resume_after_regrouping_restores_state_by_name(tmp_path):
     records = [json.loads(line) for line in (out / "metrics.json").read_text().splitlines()]
     resumed = [r for r in records if r["iteration"] >= 20 and "lr/head" in r]
     assert resumed and all(r["lr/head"] == pytest.approx(10 * r["lr/default"]) for r in resumed)
+
+
+@pytest.mark.slow
+def test_a_project_outside_the_repo_trains_in_two_processes(tmp_path):
+    """`--config /elsewhere/myproj/config.py`, no __init__.py, its own builder imported
+    relatively and chosen by name: spawned processes import the project's code too."""
+    project = tmp_path / "myproj"
+    project.mkdir()
+    (project / "builders.py").write_text(
+        "from pgtrain.param_groups import PARAM_GROUP_BUILDERS\n\n\n"
+        '@PARAM_GROUP_BUILDERS.register("outside_head_3x")\n'
+        "def head_3x(model, *, lr, weight_decay=0.0):\n"
+        '    head = [(n, p) for n, p in model.named_parameters() if n.startswith("head.")]\n'
+        '    body = [(n, p) for n, p in model.named_parameters() if not n.startswith("head.")]\n'
+        '    return [{"params": body}, {"params": head, "lr": 3 * lr, "name": "head"}]\n'
+    )
+    (project / "config.py").write_text(
+        "from configs.quick.toy import *  # noqa: F403\n"
+        "from configs.quick.toy import optimizer\n\n"
+        "from . import builders  # noqa: F401  (registers outside_head_3x)\n\n"
+        'optimizer.params.builder = "outside_head_3x"\n'
+        "del optimizer.params.rules\n"
+    )
+    out = tmp_path / "run"
+    proc = train_net(
+        "--config", str(project / "config.py"), "--num-processes", "2",
+        "train.max_iter=2", "train.eval_period=0", f"train.output_dir={out}",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "param groups (builder 'outside_head_3x'" in proc.stdout + proc.stderr
+    assert (out / "model_final.pth").exists()
