@@ -108,22 +108,20 @@ class CocoCheck:
         if not self.refused:
             return
         first = self.refused[0]
-        more = ""
-        if len(self.refused) > 1:
-            root = f" --image-root {self.image_root}" if self.image_root else ""
-            more = (
-                f" ({len(self.refused):,} problems in all; list them with: python "
-                f"tools/check_dataset.py --json {self.json_file}{root})"
-            )
+        root = f" --image-root {self.image_root}" if self.image_root else ""
+        command = f"python tools/check_dataset.py --json {self.json_file}{root}"
         if first.kind == _MISSING_FILE:
-            missing = [p for p in self.refused if p.kind == _MISSING_FILE]
-            others = len(self.refused) - len(missing)
+            missing = sum(p.kind == _MISSING_FILE for p in self.refused)
+            others = len(self.refused) - missing
             raise DatasetNotFoundError(
-                f"{self.json_file}: {len(missing):,} of {len(self.data['images']):,} image files "
+                f"{self.json_file}: {missing:,} of {len(self.data['images']):,} image files "
                 f"are not under image_root '{self.image_root}' (first: {first.where}); check "
                 "image_root, or remove those images from the json"
-                + (f" ({others:,} other problems: {more.strip()[1:-1]})" if others else "")
+                + (f" ({others:,} other problems; list them with: {command})" if others else "")
             )
+        more = ""
+        if len(self.refused) > 1:
+            more = f" ({len(self.refused):,} problems in all; list them with: {command})"
         raise DatasetError(f"{self.json_file}: {first.line()}; {first.advice}{more}")
 
     def repairs_line(self) -> str | None:

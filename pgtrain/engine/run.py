@@ -426,8 +426,9 @@ def _convert_position(
     if "iterations_done" in weights.contents["trainer"]:
         weights.contents["trainer"]["iterations_done"] = moved + 1
     _move_hook_positions(weights.contents["trainer"].get("hooks") or {}, moved, old, new)
-    if comm.is_main_process():
-        _set_aside_old_numbering(weights, train.output_dir, old, new, moved + 1)
+    # The files counted at the old batch are set aside when training starts (not by the tools
+    # that only show this run): `resume_training_state`.
+    weights.extra["batch_change"] = (old, new, moved + 1)
 
 
 def _set_aside_old_numbering(
@@ -498,4 +499,7 @@ def resume_training_state(run: Run) -> int:
     if not run.weights.resumed:
         return 0
     run.checkpointer.restore_state(run.weights)
+    change = run.weights.extra.get("batch_change")
+    if change and comm.is_main_process():
+        _set_aside_old_numbering(run.weights, run.cfg.train.output_dir, *change)
     return run.weights.extra["iteration"] + 1

@@ -79,16 +79,19 @@ def test_a_numbered_checkpoint_resumed_at_another_batch_is_renamed_to_its_new_nu
     one_epoch_at_batch_32(tmp_path)  # then as if stopped right after its last periodic save
     (tmp_path / "model_final.pth").unlink()
     (tmp_path / "last_checkpoint").write_text("model_0000064.pth")
+    overrides = ("train.max_iter=null", "train.epochs=2", "train.accumulation=2")
+    # The tools that show a run (inspect_param_groups, plot_lr) build it and move nothing.
+    run = build_run(toy(tmp_path, *overrides), resume=True, with_loader=True)
+    assert run.iterations_done == 32 and not (tmp_path / "batch_32").exists()
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000064.pth"
     with caplog.at_level(logging.INFO, logger="pgtrain"):
-        run = build_run(toy(tmp_path, "train.max_iter=null", "train.epochs=2",
-                            "train.accumulation=2"), resume=True, with_loader=True)  # fmt: skip
-    assert run.iterations_done == 32
-    assert (tmp_path / "last_checkpoint").read_text() == "model_0000032.pth"
+        train(tmp_path, *overrides, resume=True)
+    assert "model_0000064.pth (now model_0000032.pth) resumed" in caplog.text
     resumed = torch.load(tmp_path / "model_0000032.pth", weights_only=True)["trainer"]
     assert resumed["samples_seen"] == 2048 and resumed["batch"] == 32  # the file, renamed
     aside = {p.name for p in (tmp_path / "batch_32").iterdir()}
     assert {"model_0000032.pth", "metrics.json"} <= aside and "model_0000064.pth" not in aside
-    assert "model_0000064.pth (now model_0000032.pth) resumed" in caplog.text
+    assert (tmp_path / "last_checkpoint").read_text() == "model_final.pth"
 
 
 def test_the_schedule_continues_at_the_same_fraction_of_the_run(tmp_path):
