@@ -30,6 +30,7 @@ from pgtrain.engine.settings import check_run_config
 from pgtrain.errors import CheckpointError, ConfigError
 from pgtrain.param_groups import ParamGroups, format_param_group_table
 from pgtrain.param_groups.names import param_group_names
+from pgtrain.param_groups.report import values_differ
 from pgtrain.solver import (
     BatchSizeLRScaling,
     build_lr_scheduler,
@@ -38,7 +39,7 @@ from pgtrain.solver import (
     effective_batch_size,
 )
 from pgtrain.utils import comm
-from pgtrain.utils.checks import is_whole
+from pgtrain.utils.checks import is_real, is_whole
 from pgtrain.utils.file_io import is_local, write_text_atomically
 from pgtrain.utils.suggest import listing
 
@@ -300,7 +301,7 @@ def changes_against_checkpoint(
     hparams, placed = saved.get("group_hparams") or {}, saved.get("groups") or {}
     changes = _base_changes(groups.record, trainer.get("param_group_bases") or {})
     old_factor = _saved_lr_factor(trainer)
-    if lr_factor is not None and old_factor is not None and _differ(old_factor, lr_factor):
+    if lr_factor is not None and old_factor is not None and values_differ(old_factor, lr_factor):
         changes.append(
             f"batch-size LR factor {old_factor:.4g} -> {lr_factor:.4g} (every group's LR "
             f"x{lr_factor / old_factor:.4g}; train.lr_scaling)"
@@ -340,7 +341,7 @@ def _base_changes(record: Any, saved: dict[str, Any]) -> list[str]:
     out = []
     for key, label in (("base_lr", "base lr"), ("base_weight_decay", "base weight decay")):
         old, new = saved.get(key), getattr(record, key, None)
-        if isinstance(old, int | float) and isinstance(new, int | float) and _differ(old, new):
+        if is_real(old) and is_real(new) and values_differ(old, new):
             out.append(f"{label} {old:.4g} -> {new:.4g}")
     return out
 
@@ -352,13 +353,9 @@ def _group_change(saved: dict[str, Any], group: dict[str, Any]) -> str:
     for key, label in (("initial_lr", "lr"), ("weight_decay", "weight decay")):
         old = saved.get(key, saved.get("lr")) if key == "initial_lr" else saved.get(key)
         new = group.get(key, group.get("lr")) if key == "initial_lr" else group.get(key)
-        if isinstance(old, int | float) and isinstance(new, int | float) and _differ(old, new):
+        if is_real(old) and is_real(new) and values_differ(old, new):
             parts.append(f"{label} {old:.4g} -> {float(new):.4g}")
     return ", ".join(parts)
-
-
-def _differ(a: float, b: float) -> bool:
-    return abs(float(a) - float(b)) > 1e-12 * max(abs(float(a)), abs(float(b)), 1e-30)
 
 
 def _check_resumable(weights: CheckpointReport) -> None:

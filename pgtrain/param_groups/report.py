@@ -86,7 +86,7 @@ def format_param_group_table(
     # `initial_lr x lr_factor`, the one the schedule multiplies, may differ: show both then.
     # At a resume (first_iter > 1) the column always shows: the LRs the run continues with.
     scheduled = first_iter > 1 or any(
-        _differs(_scheduled_lr(g), lr) for (_, g, _), lr in zip(s.named, firsts, strict=True)
+        values_differ(_scheduled_lr(g), lr) for (_, g, _), lr in zip(s.named, firsts, strict=True)
     )
     rows = [("group", "tensors", "parameters", "lr", "lr scale", "weight decay", "rules applied")]
     if scheduled:
@@ -140,7 +140,8 @@ def _compositions(s: _Summary) -> dict[str, list[str]]:
     return found
 
 
-def _differs(a: Any, b: Any) -> bool:
+def values_differ(a: Any, b: Any) -> bool:
+    """Whether two hyperparameter values differ beyond float rounding (None never differs)."""
     if a is None or b is None:
         return False
     return abs(float(a) - float(b)) > 1e-12 * max(abs(float(a)), abs(float(b)), 1e-30)
