@@ -8,41 +8,48 @@ the script prints the median ratio over the repeats (target <= 1.03). No thresho
 
 import argparse
 import logging
+import os
 import statistics
 import tempfile
 import time
 
 import torch
 
-from pgtrain.checkpoint import Checkpointer
-from pgtrain.data import ToyClassificationDataset, build_train_loader
-from pgtrain.engine import (
-    EvalHook,
-    IterationTimer,
-    LRSchedulerHook,
-    NonFiniteLossGuard,
-    PeriodicCheckpointer,
-    PeriodicWriter,
-    Trainer,
+from pgtrain.config import LazyConfig
+from pgtrain.engine import Trainer, build_run, default_hooks
+
+TOY = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "quick", "toy.py"
 )
-from pgtrain.modeling import MLPClassifier
-from pgtrain.solver import LRMultiplier, build_schedule
-from pgtrain.utils.writers import ConsoleWriter, JSONWriter
 
 
-def make(seed: int = 0):
-    torch.manual_seed(seed)
-    model = MLPClassifier(in_dim=64, hidden_dim=512, depth=4, num_classes=10)
-    data = ToyClassificationDataset(num_samples=4096, dim=64, num_classes=10)
-    loader = build_train_loader(data, total_batch_size=256, seed=seed)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
-    return model, loader, optimizer
+def make(iters: int, out_dir: str = ""):
+    """The run both loops train (configs/quick/toy.py, a wider MLP), built as train_net builds
+    it: model, loader, optimizer (the config's two groups) and LR schedule."""
+    torch.manual_seed(0)
+    cfg = LazyConfig.apply_overrides(
+        LazyConfig.load(TOY),
+        [
+            "model.in_dim=64",
+            "model.hidden_dim=512",
+            "model.depth=4",
+            "model.num_classes=10",
+            "dataloader.train.dataset.num_samples=4096",
+            "dataloader.train.dataset.dim=64",
+            "dataloader.train.dataset.num_classes=10",
+            "dataloader.train.total_batch_size=256",
+            f"train.max_iter={iters}",
+            f"train.output_dir={out_dir}",
+            "train.checkpoint.period=1000000000",  # no checkpoint inside the timed run
+            "train.device=cpu",
+        ],
+    )
+    return build_run(cfg, with_loader=True)
 
 
 def bare_loop(iters: int) -> float:
-    model, loader, optimizer = make()
-    scheduler = LRMultiplier(optimizer, build_schedule(name="cosine"), iters)
-    data = iter(loader)
+    run = make(iters)
+    model, optimizer, scheduler, data = run.model, run.optimizer, run.scheduler, iter(run.loader)
     model.train()
     start = time.perf_counter()
     for _ in range(iters):
@@ -55,20 +62,11 @@ def bare_loop(iters: int) -> float:
 
 
 def trainer_loop(iters: int, out_dir: str) -> float:
-    model, loader, optimizer = make()
-    scheduler = LRMultiplier(optimizer, build_schedule(name="cosine"), iters)
-    trainer = Trainer(model, loader, optimizer)
-    checkpointer = Checkpointer(model, out_dir, trainer=trainer)
-    trainer.register_hooks(
-        [
-            IterationTimer(),
-            NonFiniteLossGuard(),
-            LRSchedulerHook(scheduler),
-            PeriodicCheckpointer(checkpointer, period=10**9, max_iter=10**9),  # period > run
-            EvalHook(0, dict),  # evaluates (a no-op) only after the last iteration
-            PeriodicWriter([ConsoleWriter(iters), JSONWriter(f"{out_dir}/metrics.json")], 20),
-        ]
-    )
+    """The trainer with train_net's hooks (`default_hooks`; evaluation off)."""
+    run = make(iters, out_dir)
+    trainer = Trainer(run.model, run.loader, run.optimizer)
+    run.checkpointer.register("trainer", trainer)
+    trainer.register_hooks(default_hooks(run))
     start = time.perf_counter()
     trainer.train(0, iters)
     return (time.perf_counter() - start) / iters

@@ -24,7 +24,7 @@ from pgtrain.checkpoint import Checkpointer
 from pgtrain.checkpoint.sharded import read_sharded
 from pgtrain.config import LazyConfig, instantiate
 from pgtrain.engine import Trainer, build_run, launch
-from pgtrain.utils import comm
+from pgtrain.utils import comm, sharding
 
 VIT = "projects/vit/config.py"
 
@@ -47,10 +47,7 @@ def config(strategy: str, depth: int, output_dir: str):
 
 def held_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
     """Bytes of parameters and optimizer state this process holds (its shards under FSDP)."""
-
-    def local(t: torch.Tensor) -> torch.Tensor:
-        return getattr(t, "_local_tensor", t)
-
+    local = sharding.local_view
     total = sum(local(p).numel() * p.element_size() for p in model.parameters())
     for state in optimizer.state.values():
         for value in state.values():
@@ -62,7 +59,7 @@ def held_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
 def measure(strategy: str, steps: int, depth: int, repeats: int, folder: str) -> dict:
     torch.manual_seed(0)
     run = build_run(config(strategy, depth, folder), with_loader=True, parallel=True)
-    trainer = Trainer(run.train_model, run.loader, run.optimizer)
+    trainer = Trainer(run.train_model, run.loader, run.optimizer, strategy=run.strategy)
     times = []
     trainer.train(0, 1)  # warm-up step (state allocated)
     for i in range(1, steps):

@@ -10,6 +10,7 @@ checkpoints far apart). Prints images per second of each and the median ratio pg
 """
 
 import argparse
+import copy
 import logging
 import os
 import statistics
@@ -18,34 +19,22 @@ import time
 
 import torch
 
-from pgtrain.checkpoint import Checkpointer
 from pgtrain.config import LazyConfig
-from pgtrain.engine import (
-    EvalHook,
-    IterationTimer,
-    LRSchedulerHook,
-    NonFiniteLossGuard,
-    ParamGroupStatsHook,
-    PeriodicCheckpointer,
-    PeriodicWriter,
-    Trainer,
-    build_run,
-    default_writers,
-)
+from pgtrain.engine import HookBase, Trainer, build_run, default_hooks
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def build(cfg):
-    """Model, loader, optimizer and scheduler, seeded identically for both loops."""
+    """The run tools/train_net.py trains, seeded identically for both loops."""
     torch.manual_seed(0)
-    run = build_run(cfg, with_loader=True)  # what tools/train_net.py trains
-    return run.model, run.loader, run.optimizer, run.scheduler
+    return build_run(cfg, with_loader=True)
 
 
 def bare_loop(cfg, iters: int, warmup: int) -> float:
     """The torchvision reference-script loop: images/s after `warmup` iterations."""
-    model, loader, optimizer, scheduler = build(cfg)
+    run = build(cfg)
+    model, loader, optimizer, scheduler = run.model, run.loader, run.optimizer, run.scheduler
     data = iter(loader)
     model.train()
     device = next(model.parameters()).device
@@ -81,31 +70,35 @@ def _sync(device: torch.device) -> None:
 
 def trainer_loop(cfg, iters: int, warmup: int, out_dir: str) -> float:
     """pgtrain's Trainer with the default hooks: images/s after `warmup` iterations."""
-    model, loader, optimizer, scheduler = build(cfg)
-    trainer = Trainer(model, loader, optimizer, clip_grad_norm=cfg.train.clip_grad_norm)
-    checkpointer = Checkpointer(model, out_dir, trainer=trainer)
+    # train_net's hooks (`default_hooks`) on the same run, its checkpoints far apart, no evaluation
+    run = build(_with(cfg, out_dir, warmup + iters))
+    trainer = Trainer(run.model, run.loader, run.optimizer, clip_grad_norm=cfg.train.clip_grad_norm)
+    run.checkpointer.register("trainer", trainer)
     times = []
 
-    class Clock(IterationTimer):
+    class Clock(HookBase):
         def before_step(self):
             if self.trainer.iter == warmup:
+                _sync(next(run.model.parameters()).device)
                 times.append(time.perf_counter())
-            super().before_step()
 
-    trainer.register_hooks(
-        [
-            Clock(),
-            NonFiniteLossGuard(),
-            ParamGroupStatsHook(100),
-            LRSchedulerHook(scheduler),
-            PeriodicCheckpointer(checkpointer, 10**9, max_iter=10**9),
-            EvalHook(0, dict),
-            PeriodicWriter(default_writers(out_dir, warmup + iters), 20),
-        ]
-    )
+    trainer.register_hooks([Clock(), *default_hooks(run)])
     trainer.train(0, warmup + iters)
-    _sync(next(model.parameters()).device)
-    return iters * loader.batch_sampler.batch_size / (time.perf_counter() - times[0])
+    _sync(next(run.model.parameters()).device)
+    return iters * run.loader.batch_sampler.batch_size / (time.perf_counter() - times[0])
+
+
+def _with(cfg, out_dir: str, iters: int):
+    """`cfg` training `iters` iterations into `out_dir`, checkpoints and evaluation far apart."""
+    return LazyConfig.apply_overrides(
+        copy.deepcopy(cfg),
+        [
+            f"train.output_dir={out_dir}",
+            f"train.max_iter={iters}",
+            "train.checkpoint.period=1000000000",
+            "train.eval_period=0",
+        ],
+    )
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from collections.abc import Callable
 import torch
 from param_groups import ViT, count_tensors
 
-from pgtrain.engine.compile import compile_optimizer_step
+from pgtrain.engine.strategy.compile import compile_optimizer_step
 from pgtrain.param_groups import build_param_groups
 from pgtrain.solver import MuonAdamW
 

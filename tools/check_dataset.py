@@ -21,11 +21,11 @@ import logging
 import os
 import sys
 
-from pgtrain.config import LazyConfig, instantiate
+from pgtrain.config import instantiate
 from pgtrain.data.coco import COCOInstanceDataset
 from pgtrain.data.coco_check import CocoCheck, check_coco
 from pgtrain.data.preflight import SPLITS, CocoSource, coco_datasets
-from pgtrain.engine import user_errors_exit
+from pgtrain.engine import prepare_run, user_errors_exit
 from pgtrain.errors import ConfigError
 from pgtrain.utils.file_io import output_path
 from pgtrain.utils.logger import setup_logger
@@ -88,7 +88,7 @@ def _datasets(args: argparse.Namespace) -> list[CocoSource]:
         if args.image_root and not os.path.isdir(args.image_root):
             raise ConfigError(f"--image-root '{args.image_root}' is not a folder")
         return [CocoSource("--json", "json", args.json, args.image_root, None)]
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config), args.opts)
+    cfg = prepare_run(args).cfg
     splits = SPLITS if args.split == "both" else (args.split,)
     sources = list(coco_datasets(cfg, splits))
     if not sources:

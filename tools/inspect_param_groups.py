@@ -24,11 +24,10 @@ import argparse
 import json
 import sys
 
-from pgtrain.config import LazyConfig
 from pgtrain.engine import (
     add_grouping_arguments,
-    apply_grouping_arguments,
     build_run,
+    prepare_run,
     user_errors_exit,
 )
 from pgtrain.param_groups import format_param_group_details, param_groups_to_dict
@@ -64,9 +63,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.json:
         output_path(args.json, "--json")  # before the model is built
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config), args.opts)
-    notes = apply_grouping_arguments(cfg, args)
-    run = build_run(cfg, resume=args.resume, device="cpu", notes=notes)
+    request = prepare_run(args)
+    run = build_run(request.cfg, resume=args.resume, device="cpu", notes=request.notes)
     print(run.table())
     if args.verbose:
         print(format_param_group_details(run.groups, run.model))

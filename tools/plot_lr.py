@@ -17,11 +17,10 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pgtrain.config import LazyConfig  # noqa: E402
 from pgtrain.engine import (  # noqa: E402
     add_grouping_arguments,
-    apply_grouping_arguments,
     build_run,
+    prepare_run,
     user_errors_exit,
 )
 from pgtrain.errors import ConfigError  # noqa: E402
@@ -97,10 +96,10 @@ def main(argv=None):
     parser.add_argument("opts", nargs="*", metavar="key=value")
     args = parser.parse_intermixed_args(argv)
     output_path(args.out, "--out")  # before the curves are computed
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config), args.opts)
-    for note in apply_grouping_arguments(cfg, args):
+    request = prepare_run(args)
+    for note in request.notes:
         print(f"note: {note}")
-    curves = lr_curves(cfg, resume=args.resume)
+    curves = lr_curves(request.cfg, resume=args.resume)
     plot(curves, args.out, log=args.log, title=args.config)
     print(f"{len(curves)} groups, {len(next(iter(curves.values())))} iterations -> {args.out}")
 

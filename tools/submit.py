@@ -24,15 +24,12 @@ import shutil
 import sys
 import time
 
-from pgtrain.config import LazyConfig
 from pgtrain.engine import (
     add_grouping_arguments,
-    apply_grouping_arguments,
-    check_output_dir,
-    check_run_config,
+    prepare_run,
     user_errors_exit,
 )
-from pgtrain.engine.slurm import requeue_after_stop, set_rendezvous_from_job
+from pgtrain.engine.processes.slurm import requeue_after_stop, set_rendezvous_from_job
 from pgtrain.errors import ConfigError
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
@@ -117,11 +114,9 @@ def submit(args: argparse.Namespace):
     """Checks the arguments, the config and the output folder, submits the job; returns the
     submitit job."""
     cluster, minutes = _check_arguments(args)  # before the folder check, which may move files
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config), args.opts)
-    apply_grouping_arguments(cfg, args)  # what every task applies (train_net logs the notes)
-    check_run_config(cfg)
+    # What every task applies and checks again (train_net logs the notes); the folder once here.
+    cfg = prepare_run(args, new_run=True).cfg
     output_dir = cfg.train.output_dir
-    check_output_dir(output_dir, resume=args.resume, overwrite=cfg.train.get("overwrite"))
     tasks = args.gpus_per_node or args.tasks_per_node or 1
     count = ["--num-gpus" if args.gpus_per_node else "--num-processes", str(tasks)]
     multiplier = args.head_lr_multiplier  # repr: the same float in every task

@@ -15,9 +15,8 @@ import os
 
 import torch
 
-from pgtrain.checkpoint import Checkpointer
-from pgtrain.config import LazyConfig, instantiate
-from pgtrain.engine import resolve_device, user_errors_exit
+from pgtrain.config import instantiate
+from pgtrain.engine import build_run, prepare_run, user_errors_exit
 from pgtrain.errors import ConfigError
 from pgtrain.utils.file_io import output_path
 from pgtrain.utils.logger import setup_logger
@@ -37,14 +36,15 @@ def main(argv=None):
     parser.add_argument("opts", nargs="*", metavar="key=value")
     args = parser.parse_intermixed_args(argv)
     setup_logger()
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config), args.opts)
+    cfg = prepare_run(args).cfg
     if "test" not in cfg.dataloader or "dataset" not in cfg.dataloader.test:
         raise ConfigError("dataloader.test.dataset is needed to pick validation images")
-    model = instantiate(cfg.model, "model").to(resolve_device(cfg.train.device)).eval()
-    checkpointer = Checkpointer(model, cfg.train.output_dir)
-    weights = args.weights or cfg.train.init_checkpoint
-    report = checkpointer.resume_or_load(weights, resume=not args.weights)
-    logger.info("Weights: %s", report.path or "none (untrained model)")
+    if args.weights:
+        cfg.train.init_checkpoint = args.weights
+    # The model as training builds it, with the given weights or the run's last checkpoint.
+    run = build_run(cfg, resume=not args.weights)
+    model = run.model.eval()
+    logger.info("Weights: %s", run.weights.path or "none (untrained model)")
     dataset = instantiate(cfg.dataloader.test.dataset, "dataloader.test.dataset")
     items = [dataset[i] for i in range(min(args.num_images, len(dataset)))]
     with torch.no_grad():

@@ -11,6 +11,8 @@ from pgtrain.config import LazyCall as L
 from pgtrain.param_groups import build_param_groups
 from pgtrain.solver import MuonAdamW as _MuonAdamW
 
+__config__ = True
+
 SGD = L(torch.optim.SGD)(
     params=L(build_param_groups)(builder="default", lr="${..lr}", weight_decay="${..weight_decay}"),
     lr=0.02,

@@ -10,6 +10,8 @@ lr_scheduler.schedule.milestones=[8,11]`` (the run's epoch length comes from its
 from pgtrain.config import LazyCall as L
 from pgtrain.solver import LRMultiplier, build_schedule
 
+__config__ = True
+
 multistep = L(LRMultiplier)(
     schedule=L(build_schedule)(
         name="multistep",

@@ -9,4 +9,6 @@ allowed values and meanings: docs/settings.md). A config changes what it needs::
 
 from pgtrain.engine import train_defaults
 
+__config__ = True
+
 train = train_defaults()

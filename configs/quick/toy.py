@@ -12,6 +12,8 @@ from pgtrain.data import ToyClassificationDataset, build_test_loader, build_trai
 from pgtrain.evaluation import ClassificationEvaluator
 from pgtrain.modeling import MLPClassifier
 
+__config__ = True
+
 model = L(MLPClassifier)(in_dim=16, hidden_dim=64, depth=2, num_classes=4)
 
 dataloader = dict(

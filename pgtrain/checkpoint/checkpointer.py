@@ -34,7 +34,7 @@ from pgtrain.checkpoint.sharded import (
     save_sharded,
 )
 from pgtrain.errors import CheckpointError, ConfigError, PgtrainError, first_line
-from pgtrain.utils import comm
+from pgtrain.utils import comm, sharding
 from pgtrain.utils.checks import is_whole
 from pgtrain.utils.suggest import did_you_mean
 
@@ -204,7 +204,7 @@ class Checkpointer:
     def _check_finite(self, model_state: dict[str, Any], name: str) -> None:
         """`check_finite` on this process's values (its shards under FSDP); a sharded save
         stops on every process when any of them found a NaN."""
-        local = {k: getattr(v, "_local_tensor", v) for k, v in model_state.items()}
+        local = {k: sharding.local_view(v) for k, v in model_state.items()}
         try:
             check_finite(local, name)
             error = None

@@ -12,6 +12,7 @@ import torch
 from iopath.common.file_io import PathManager
 
 from pgtrain.errors import CheckpointError
+from pgtrain.utils import sharding
 from pgtrain.utils.file_io import is_local, write_atomically
 
 __all__ = [
@@ -142,7 +143,7 @@ def check_plain(value: Any, where: str, *, sharded: bool = False) -> None:
     kind = type(value)
     if kind in (torch.Tensor, torch.nn.Parameter) or kind in _PLAIN_LEAVES:
         return
-    if sharded and kind.__name__ == "DTensor" and isinstance(value, torch.Tensor):
+    if sharded and sharding.is_sharded(value):
         return
     if kind in _PLAIN_MAPPINGS:
         for key, item in value.items():

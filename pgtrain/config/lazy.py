@@ -5,9 +5,12 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import inspect
 import keyword
 import os
+import site
 import sys
+import sysconfig
 import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,10 +31,34 @@ __all__ = ["LazyConfig"]
 # Config modules are executed afresh by every load (so the edits one config makes to an imported
 # base, e.g. `train.max_iter = 10`, never leak into the next load) and their public dicts and lists
 # become DictConfig / ListConfig (so a derived config can write `train.max_iter = 10`). A module is
-# a config module if it is the loaded file, lies under a folder named `configs`, or its file name
-# ends in `config.py` (`projects/vit/vitdet_config.py`). Everything else (code that registers
-# builders or models) is imported once, as usual, so registrations happen once.
+# a config module if it is the file a load was given, or if it declares itself one with the
+# top-level statement `__config__ = True` (read from its source, never by running it). Everything
+# else (code that registers builders or models) is imported once, as usual, so registrations
+# happen once. This set names every config module of every load: they are forgotten around loads.
 _CONFIG_MODULES: set[str] = set()
+
+# The declaration a config module makes at its top level.
+_DECLARATION = "__config__"
+
+# The key of a saved config that names the code modules its .py config imported (a project's
+# builders, models): loading the YAML imports them, so names they register resolve. Its leading
+# underscore keeps it apart from a config's own values, which are public names.
+IMPORTS_KEY = "_imports_"
+
+# Modules that are never configs nor a project's code: the framework's own package (the
+# repository's configs lie beside it) and installed libraries (a virtual environment may lie
+# inside a project's folder). Only other modules are read for a declaration.
+_NOT_USER_CODE = tuple(
+    {
+        os.path.abspath(folder).rstrip(os.sep) + os.sep
+        for folder in [
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            *(sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib")),
+            *site.getsitepackages(),
+            site.getusersitepackages(),
+        ]
+    }
+)
 
 
 class LazyConfig:
@@ -42,8 +69,13 @@ class LazyConfig:
         """Loads a ``.py`` config (its public dict-like globals) or a ``.yaml`` config.
 
         A Python config may import other config files, relatively (``from .base import model``) or
-        by package (``from configs.common.train import train``); imported configs are executed
-        afresh on each load.
+        by package (``from configs.common.train import train``). An imported module is a config
+        when its top level declares ``__config__ = True``; imported configs are executed afresh
+        on each load. A YAML config imports the code modules its ``_imports_`` names.
+
+        Raises:
+            ConfigError: one line naming the file; also when a config holds a section taken
+                from an imported module that does not declare itself a config.
         """
         local = g_pathmgr.get_local_path(path) if g_pathmgr.exists(path) else path
         if not os.path.isfile(local):
@@ -58,18 +90,26 @@ class LazyConfig:
 
     @staticmethod
     def import_code(path: str) -> None:
-        """Imports the code modules a ``.py`` config imports (a project's builders, models,
+        """Imports the code modules a config imports (a project's builders, models,
         registrations), as loading it would, without keeping the config: what a process started
-        after the load (a spawned worker) needs before it builds anything named in the config."""
+        after the load (a spawned worker) needs before it builds anything named in the config.
+        A ``.yaml`` config names them under ``_imports_`` (written by `save`)."""
         local = g_pathmgr.get_local_path(path) if g_pathmgr.exists(path) else path
-        if local.endswith(".py") and os.path.isfile(local):
+        if not os.path.isfile(local):
+            return
+        if local.endswith(".py"):
             _load_python(local)
+        elif local.endswith((".yaml", ".yml")):
+            _load_yaml(local)
 
     @staticmethod
     def save(cfg: DictConfig, path: str) -> None:
         """Writes `cfg` as YAML that loads back to an equal config (interpolations kept).
 
-        The file is replaced atomically: a failed write leaves the previous one intact.
+        A config loaded from a ``.py`` file whose configs imported project code modules (a
+        builder's registration) holds ``_imports_`` (their names and the load's root folder): it
+        is saved with the rest, and loading the YAML, in any process, imports them again. The
+        file is replaced atomically: a failed write leaves the previous one intact.
         """
         text = LazyConfig.to_yaml(cfg)
         try:
@@ -141,9 +181,13 @@ def _check_saveable(node: Any, where: str = "") -> None:
 
 
 def _load_python(path: str) -> DictConfig:
+    """Executes a .py config (and the configs it imports, afresh); returns its public dicts and
+    lists, plus ``_imports_`` naming the project code modules its configs import and the root
+    folder the load put on ``sys.path`` to import them."""
     root, module_name = _module_name(os.path.abspath(path))
+    load = _Load(os.path.abspath(path), module_name)
     importlib.invalidate_caches()  # see config files written since the last import
-    with _on_sys_path(root), _config_importer(os.path.abspath(path)):
+    with _on_sys_path(root), _config_importer(load):
         try:
             module = importlib.import_module(module_name)
         except ConfigError:
@@ -155,11 +199,13 @@ def _load_python(path: str) -> DictConfig:
         except Exception as e:  # the file's own code failed: name the line it failed on
             raise ConfigError(f"{_failing_line(e, path)}: {type(e).__name__}: {e}") from e
     _keep_importable(root)
-    content = {
+    content: dict[str, Any] = {
         name: value
         for name, value in vars(module).items()
         if not name.startswith("_") and isinstance(value, DictConfig | ListConfig)
     }
+    if load.code_modules:
+        content[IMPORTS_KEY] = {"root": root, "modules": sorted(load.code_modules)}
     return DictConfig(content, flags={"allow_objects": True})
 
 
@@ -191,6 +237,7 @@ def _failing_line(error: BaseException, path: str) -> str:
 
 
 def _load_yaml(path: str) -> DictConfig:
+    """Reads a YAML config and imports the code modules its ``_imports_`` names."""
     with open(path) as f:
         try:
             content = yaml.safe_load(f)
@@ -198,7 +245,35 @@ def _load_yaml(path: str) -> DictConfig:
             raise ConfigError(f"{path}: not valid YAML: {first_line(e)}") from e
     if not isinstance(content, dict):
         raise ConfigError(f"{path}: a YAML config must be a mapping at the top level")
+    if IMPORTS_KEY in content:
+        _import_recorded(content[IMPORTS_KEY], path)
     return DictConfig(content, flags={"allow_objects": True})
+
+
+def _import_recorded(entry: Any, path: str) -> None:
+    """Imports the code modules a saved config names (``_imports_: {root, modules}``), with
+    their root folder put on ``sys.path`` as the .py load leaves it: what registers a
+    project's builders, schedules or backbones by name, in this process or a fresh one."""
+    modules = entry.get("modules") if isinstance(entry, dict) else None
+    root = entry.get("root") if isinstance(entry, dict) else None
+    if not isinstance(modules, list) or not all(isinstance(m, str) for m in modules):
+        raise ConfigError(
+            f"{path}: {IMPORTS_KEY} must be a mapping with 'root' (a folder) and 'modules' (a "
+            "list of module names), as LazyConfig.save writes it; fix or remove it"
+        )
+    if isinstance(root, str) and os.path.isdir(root):
+        if not any(p and os.path.abspath(p) == os.path.abspath(root) for p in sys.path):
+            sys.path.append(root)
+    importlib.invalidate_caches()
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as e:
+            raise ConfigError(
+                f"{path}: cannot import '{name}' named in {IMPORTS_KEY} ({type(e).__name__}: "
+                f"{first_line(e)}); the config's code was under {root}: make '{name}' importable "
+                f"there or on PYTHONPATH, or remove it from {IMPORTS_KEY}"
+            ) from e
 
 
 def _normalize(cfg: DictConfig) -> DictConfig:
@@ -257,53 +332,188 @@ def _on_sys_path(folder: str) -> Iterator[None]:
             sys.path.remove(folder)
 
 
-def _is_config_file(origin: str | None, top_file: str) -> bool:
-    if not origin or not origin.endswith(".py"):
-        return False
-    origin = os.path.abspath(origin)
-    folders = os.path.dirname(origin).split(os.sep)
-    return origin == top_file or "configs" in folders or origin.endswith("config.py")
+# An import statement: the absolute module name and the names taken from it.
+_Imported = tuple[str, tuple[str, ...]]
+
+
+class _Load:
+    """One .py load: the file it was given (a config by being given), the config modules it
+    executed, and the project code modules those import (recorded as ``_imports_``)."""
+
+    def __init__(self, top_file: str, top_name: str) -> None:
+        self.top_file = top_file
+        self.top_name = top_name
+        self.configs: set[str] = set()  # the config modules of this load
+        self.code_modules: set[str] = set()  # project code modules they import
+
+    def config_tree(self, fullname: str, spec: Any) -> ast.Module | None:
+        """The parsed source of the module `spec` finds when it is a config module (the loaded
+        file, or a project module declaring ``__config__ = True``), else None. A config module's
+        tree also tells which modules it imports. Nothing is executed; a module whose source does
+        not mention the declaration is not parsed, and installed libraries are not read."""
+        origin = os.path.abspath(spec.origin) if spec.origin else None
+        given = fullname == self.top_name or origin == self.top_file
+        if not given and not _user_file(origin):
+            return None
+        try:
+            source = spec.loader.get_source(fullname)
+        except (ImportError, OSError, AttributeError):
+            source = None
+        if source is None:
+            return ast.Module(body=[], type_ignores=[]) if given else None
+        if not given and _DECLARATION not in source:
+            return None
+        try:
+            tree = ast.parse(source, filename=origin or fullname)
+        except SyntaxError:  # executing it reports the error, with its line
+            return ast.Module(body=[], type_ignores=[]) if given else None
+        return tree if given or _declares_config(tree) else None
+
+    def givers(self, imports: list[_Imported]) -> list[Any]:
+        """The project code modules (not configs, not the framework's or installed ones) that
+        a config module's import statements name, once it ran: those whose values it may have
+        taken, and those that register what it names (a builder, a backbone)."""
+        found = {}
+        for base, names in imports:
+            for name in [f"{base}.{n}" for n in names] or [base]:
+                module = sys.modules.get(name)
+                if module is None or not inspect.ismodule(module):
+                    module = sys.modules.get(base)  # `from package import value`
+                    name = base
+                if module is None or name in self.configs or name in found:
+                    continue
+                if _user_file(getattr(module, "__file__", None)):
+                    found[name] = module
+        return list(found.values())
+
+
+def _user_file(origin: str | None) -> bool:
+    """Whether a module's file is a project's own (a config or code beside configs), not the
+    framework's or an installed library's."""
+    return bool(origin) and not os.path.abspath(origin).startswith(_NOT_USER_CODE)
+
+
+def _declares_config(tree: ast.Module) -> bool:
+    """Whether a module's top level holds ``__config__ = True`` (or ``__config__: bool = True``)."""
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets = [node.target]
+        else:
+            continue
+        named = any(isinstance(t, ast.Name) and t.id == _DECLARATION for t in targets)
+        if named and isinstance(node.value, ast.Constant) and node.value.value is True:
+            return True
+    return False
+
+
+def _imported_modules(tree: ast.Module, package: str) -> list[_Imported]:
+    """The absolute module names a module's import statements name, each with the names taken
+    from it (``from base import a, b``: ``a`` and ``b`` may be submodules or values)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, ()) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            try:
+                base = importlib.util.resolve_name("." * node.level + (node.module or ""), package)
+            except (ImportError, ValueError):
+                continue
+            names = tuple(a.name for a in node.names if a.name != "*")
+            found.append((base.rstrip("."), names))
+    return found
+
+
+def _shown(path: str) -> str:
+    """`path` relative to the working folder when it lies inside it (as users type it)."""
+    path = os.path.abspath(path)
+    cwd = os.getcwd().rstrip(os.sep) + os.sep
+    return path[len(cwd) :] if path.startswith(cwd) else path
 
 
 class _ConfigFinder(importlib.abc.MetaPathFinder):
     """Finds config modules with the normal path finder, but loads them with `_ConfigLoader`."""
 
-    def __init__(self, top_file: str) -> None:
-        self._top_file = top_file
+    def __init__(self, load: _Load) -> None:
+        self._load = load
 
     def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is None or spec.submodule_search_locations is not None:
             return None  # packages (`__init__.py`) are ordinary modules
-        if not _is_config_file(spec.origin, self._top_file):
+        if not spec.origin or not spec.origin.endswith(".py"):
             return None
-        spec.loader = _ConfigLoader(spec.loader)
+        tree = self._load.config_tree(fullname, spec)
+        if tree is None:
+            return None
+        imports = _imported_modules(tree, fullname.rpartition(".")[0])
+        spec.loader = _ConfigLoader(spec.loader, self._load, imports)
+        self._load.configs.add(fullname)
         _CONFIG_MODULES.add(fullname)
         return spec
 
 
 class _ConfigLoader(importlib.abc.Loader):
-    """Executes a config file, then turns its public dicts and lists into DictConfig/ListConfig."""
+    """Executes a config file, checks it took no config values from an undeclared module,
+    records the code modules it imports, then turns its public dicts and lists into
+    DictConfig/ListConfig."""
 
-    def __init__(self, loader: Any) -> None:
+    def __init__(self, loader: Any, load: _Load, imports: list[_Imported]) -> None:
         self._loader = loader
+        self._load = load
+        self._imports = imports
 
     def create_module(self, spec: Any) -> Any:
         return None
 
     def exec_module(self, module: Any) -> None:
         self._loader.exec_module(module)
+        givers = self._load.givers(self._imports)
+        _check_givers_declared(module, givers)
+        self._load.code_modules.update(m.__name__ for m in givers)
         for name, value in list(vars(module).items()):
             if not name.startswith("_") and isinstance(value, dict | list):
                 cls = DictConfig if isinstance(value, dict) else ListConfig
                 setattr(module, name, cls(value, flags={"allow_objects": True}))
 
 
+def _check_givers_declared(module: Any, givers: list[Any]) -> None:
+    """Raises when config `module` holds, as one of its public values, the very mapping (a
+    LazyCall node or a plain dict: a config section) of a code module it imported: that module
+    is not executed afresh by the next load, so the edits this config makes to the section would
+    leak into every later load. Lists are left alone: code modules share public lists (a
+    counter, a list of class names) that configs read without meaning them as sections."""
+    held = {
+        id(value)
+        for name, value in vars(module).items()
+        if not name.startswith("_") and isinstance(value, dict | DictConfig)
+    }
+    if not held:
+        return
+    for giver in givers:
+        names = sorted(
+            name
+            for name, value in vars(giver).items()
+            if not name.startswith("_") and id(value) in held
+        )
+        if not names:
+            continue
+        where = _shown(giver.__file__)
+        fix = "add `__config__ = True` at its top"
+        if hasattr(giver, "__path__"):  # a package's __init__.py is always a code module
+            fix = "move them into a module of their own that declares `__config__ = True`"
+        raise ConfigError(
+            f"{where} gives config values ({', '.join(names)}) to {_shown(module.__file__)} but "
+            f"does not declare itself a config; {fix}"
+        )
+
+
 @contextmanager
-def _config_importer(top_file: str) -> Iterator[None]:
+def _config_importer(load: _Load) -> Iterator[None]:
     for name in list(_CONFIG_MODULES):
         _forget_module(name)
-    finder = _ConfigFinder(top_file)
+    finder = _ConfigFinder(load)
     sys.meta_path.insert(0, finder)
     try:
         yield

@@ -1,53 +1,54 @@
-"""The training engine: trainer, hooks, launch, and what training scripts share."""
+"""The training engine, in four rooms:
 
-from pgtrain.engine.compile import compile_for_training
-from pgtrain.engine.ddp import create_ddp_model
-from pgtrain.engine.defaults import (
-    add_grouping_arguments,
-    apply_grouping_arguments,
-    check_output_dir,
-    collective_timeout,
-    default_argument_parser,
-    default_setup,
-    default_writers,
-    resolve_device,
-    save_config,
-    stall_timeout,
-    user_errors_exit,
-)
-from pgtrain.engine.ema import EMAHook
-from pgtrain.engine.hook_base import HookBase
-from pgtrain.engine.hooks import (
-    BatchSizeLRScalingHook,
-    EvalHook,
-    IterationTimer,
-    LRSchedulerHook,
-    NonFiniteLossGuard,
-    PeriodicWriter,
-    UnusedParameterCheck,
-)
-from pgtrain.engine.launch import launch
-from pgtrain.engine.param_group_stats import ParamGroupStatsHook
-from pgtrain.engine.periodic_checkpointer import PeriodicCheckpointer
-from pgtrain.engine.preemption import (
+- ``run/``: a config becomes a run (`build_run`), its settings (`check_run_config`), its length,
+  resuming, evaluation, and the entry path every tool shares (`prepare_run`, `default_setup`);
+- ``strategy/``: where and how the model runs (device, DDP, FSDP2, compile);
+- ``loop/`` and ``hooks/``: the training loop and the hooks that run around each step;
+- ``processes/``: launching processes, preemption and stall watching, Slurm.
+"""
+
+from pgtrain.checkpoint.output_dir import check_output_dir
+from pgtrain.engine.hooks import *  # noqa: F403  (every hook, default_hooks, default_writers)
+from pgtrain.engine.hooks import __all__ as _HOOKS
+from pgtrain.engine.loop.hook_base import HookBase
+from pgtrain.engine.loop.trainer import AMPTrainer, Trainer
+from pgtrain.engine.processes.launch import launch
+from pgtrain.engine.processes.preemption import (
     STALL_EXIT_CODE,
     StallWatchdog,
     StopSignal,
     train_preemptibly,
 )
-from pgtrain.engine.run import Run, build_run, loader_effective_batch, resume_training_state
-from pgtrain.engine.settings import (
+from pgtrain.engine.run.build import Run, build_run, loader_effective_batch
+from pgtrain.engine.run.entry import (
+    RunRequest,
+    add_grouping_arguments,
+    apply_grouping_arguments,
+    default_argument_parser,
+    default_setup,
+    prepare_run,
+    save_config,
+    user_errors_exit,
+)
+from pgtrain.engine.run.resume import resume_training_state
+from pgtrain.engine.run.settings import (
     TrainSettings,
     check_run_config,
     settings_markdown,
     train_defaults,
 )
-from pgtrain.engine.trainer import AMPTrainer, Trainer
+from pgtrain.engine.strategy.compile import compile_for_training
+from pgtrain.engine.strategy.ddp import create_ddp_model
+from pgtrain.engine.strategy.device import resolve_device
+from pgtrain.engine.strategy.strategy import Strategy
 
 __all__ = [
+    *_HOOKS,
     "STALL_EXIT_CODE",
     "AMPTrainer",
     "Run",
+    "RunRequest",
+    "prepare_run",
     "TrainSettings",
     "settings_markdown",
     "train_defaults",
@@ -58,29 +59,17 @@ __all__ = [
     "resume_training_state",
     "check_output_dir",
     "check_run_config",
-    "collective_timeout",
     "save_config",
-    "stall_timeout",
+    "Strategy",
     "train_preemptibly",
-    "BatchSizeLRScalingHook",
-    "EMAHook",
-    "EvalHook",
     "HookBase",
-    "IterationTimer",
-    "LRSchedulerHook",
-    "NonFiniteLossGuard",
-    "ParamGroupStatsHook",
-    "PeriodicCheckpointer",
-    "PeriodicWriter",
     "StallWatchdog",
     "StopSignal",
     "Trainer",
-    "UnusedParameterCheck",
     "compile_for_training",
     "create_ddp_model",
     "default_argument_parser",
     "default_setup",
-    "default_writers",
     "launch",
     "resolve_device",
     "user_errors_exit",

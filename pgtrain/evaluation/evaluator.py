@@ -35,13 +35,18 @@ class DatasetEvaluator:
 
 
 def inference_on_dataset(
-    model: nn.Module, data_loader: Iterable[Any], evaluator: DatasetEvaluator
+    model: nn.Module,
+    data_loader: Iterable[Any],
+    evaluator: DatasetEvaluator,
+    *,
+    lockstep: bool = False,
 ) -> dict[str, Any]:
     """Runs `model` in eval mode over `data_loader` and returns ``evaluator.evaluate()``.
 
-    The model's training mode is restored afterwards. A model sharded by FSDP gathers its
-    parameters in every forward, with all processes together: a process whose share of the data
-    ended runs its last batch again (its outputs unused) until every process is done.
+    The model's training mode is restored afterwards. With `lockstep` (a model sharded by FSDP,
+    ``run.strategy.lockstep_eval``), which gathers its parameters in every forward with all
+    processes together, a process whose share of the data ended runs its last batch again (its
+    outputs unused) until every process is done.
     """
     was_training = model.training
     model.eval()
@@ -49,7 +54,7 @@ def inference_on_dataset(
     start = time.perf_counter()
     count = 0
     # (batch, whether its outputs count)
-    batches = _lockstep(data_loader) if _sharded(model) else ((b, True) for b in data_loader)
+    batches = _lockstep(data_loader) if lockstep else ((b, True) for b in data_loader)
     try:
         with torch.no_grad():
             for inputs, real in batches:
@@ -61,12 +66,6 @@ def inference_on_dataset(
         model.train(was_training)
     logger.info("Inference on %d batches took %.2f s", count, time.perf_counter() - start)
     return evaluator.evaluate()
-
-
-def _sharded(model: nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(model, FSDPModule) and comm.get_world_size() > 1
 
 
 def _lockstep(data_loader: Iterable[Any]) -> Iterator[tuple[Any, bool]]:

@@ -6,14 +6,16 @@ from pgtrain.param_groups.builders import (
     build_param_groups,
     default_param_groups,
     head_multiplier_param_groups,
+    layer_decay_param_groups,
+    layer_scales,
+    muon_param_groups,
+    muon_routes,
     plan_param_groups,
     rule_param_groups,
 )
-from pgtrain.param_groups.layer_decay import layer_decay_param_groups, layer_scales
 from pgtrain.param_groups.layer_ids import LAYER_ID_RESOLVERS, LayerIds, resolve_layer_ids
 from pgtrain.param_groups.merge import merge_param_groups
 from pgtrain.param_groups.model_params import ModelParams, collect_model_params
-from pgtrain.param_groups.muon import muon_param_groups, muon_routes
 from pgtrain.param_groups.names import param_group_names
 from pgtrain.param_groups.record import PRECEDENCE, BuildRecord, ParamDecision, ParamGroups
 from pgtrain.param_groups.report import (

@@ -18,6 +18,7 @@ from torch import nn
 from pgtrain.errors import CheckpointError
 from pgtrain.param_groups.audit import named_groups
 from pgtrain.param_groups.names import param_group_names
+from pgtrain.utils import sharding
 from pgtrain.utils.suggest import listing
 
 __all__ = [
@@ -280,12 +281,7 @@ def _cast(key: str, value: Any, param: torch.Tensor, group: Mapping[str, Any]) -
         value = value.to(dtype=param.dtype, device=param.device)
     else:
         value = value.to(device=param.device)
-    placements = getattr(param, "placements", None)
-    if placements is not None and not hasattr(value, "placements") and value.shape == param.shape:
-        from torch.distributed.tensor import distribute_tensor
-
-        value = distribute_tensor(value, param.device_mesh, placements, src_data_rank=None)
-    return value
+    return sharding.shard_like(value, param)
 
 
 def _algorithm(state: Mapping[str, Any], group: str | None) -> Any:

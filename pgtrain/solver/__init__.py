@@ -14,8 +14,13 @@ from pgtrain.solver.lr_scaling import (
     lr_scale_factor,
     scale_lr,
 )
-from pgtrain.solver.lr_scheduler import LRMultiplier, group_lr_curves
-from pgtrain.solver.schedules import LR_SCHEDULES, as_schedule, build_schedule
+from pgtrain.solver.schedules import (
+    LR_SCHEDULES,
+    LRMultiplier,
+    as_schedule,
+    build_schedule,
+    group_lr_curves,
+)
 
 __all__ = [
     "FlatMuon",

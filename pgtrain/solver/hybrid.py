@@ -2,7 +2,7 @@
 
 Muon (``torch.optim.Muon``) orthogonalizes the momentum of 2-D weight matrices; embeddings,
 output layers, the first conv and 1-D parameters keep AdamW. The ``muon`` param-group builder
-(`pgtrain.param_groups.muon`) decides each parameter's side and writes it into its group as
+(`pgtrain.param_groups.builders.muon`) decides each parameter's side and writes it into its group as
 ``optimizer``; `MuonAdamW` then hands each group to its algorithm. To the rest of pgtrain it is
 one torch optimizer: ``param_groups`` (the same dicts the two algorithms hold, so the LR
 scheduler, LR scaling and per-group logging act on both), ``state`` (each parameter's state, in

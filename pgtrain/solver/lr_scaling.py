@@ -16,7 +16,7 @@ from pgtrain.config.schema import setting
 from pgtrain.errors import ConfigError
 from pgtrain.param_groups.names import param_group_names
 from pgtrain.solver._checks import number, positive_int
-from pgtrain.solver.lr_scheduler import LRMultiplier
+from pgtrain.solver.schedules.lr_multiplier import LRMultiplier
 from pgtrain.utils.suggest import did_you_mean
 
 __all__ = [

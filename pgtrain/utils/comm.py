@@ -27,7 +27,6 @@ __all__ = [
     "create_local_process_group",
     "get_local_process_group",
     "unwrap_model",
-    "full_value",
 ]
 
 # The process group of this machine's processes, set by `create_local_process_group` (which
@@ -46,14 +45,6 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
             model = model._orig_mod
         else:
             return model
-
-
-def full_value(value: torch.Tensor | float) -> float:
-    """The float of a one-element tensor; a DTensor (a sharded result, e.g. a gradient norm
-    under FSDP) is reduced over its processes first, so every rank gets the same value."""
-    if isinstance(value, torch.Tensor) and hasattr(value, "full_tensor"):
-        value = value.full_tensor()
-    return float(value)
 
 
 def _is_distributed() -> bool:

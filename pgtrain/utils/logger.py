@@ -112,7 +112,7 @@ def setup_logger(
     ``output_dir/log.txt`` (rank 0) or ``output_dir/log.txt.rank{rank}`` (other ranks). Other ranks
     print nothing, not even warnings, so the console shows one copy of each line. Calling again
     replaces this function's handlers instead of adding more; child loggers
-    (``pgtrain.engine.trainer``) use the handlers of `name` through propagation.
+    (``pgtrain.engine.loop.trainer``) use the handlers of `name` through propagation.
 
     Args:
         output_dir: directory (local or an iopath URI) for the log files; None logs no files.

@@ -24,6 +24,8 @@ from pgtrain.data import (
 from pgtrain.evaluation import COCOEvaluator
 from pgtrain.modeling import MaskRCNN, build_backbone, build_head
 
+__config__ = True
+
 model = L(MaskRCNN)(
     backbone=L(build_backbone)(
         name="mobilenet_v2_fpn", pretrained=True, fpn_channels=128, returned_layers=[2, 3, 4]

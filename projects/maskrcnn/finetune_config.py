@@ -12,6 +12,8 @@ exactly those at 10x while everything else starts from the base model. Compare w
 
 from .config import dataloader, lr_scheduler, model, optimizer, shapes, train
 
+__config__ = True
+
 shapes.set = "B"
 model.num_classes = 5  # 4 shapes + background
 optimizer.params.rules = [dict(fresh=True, lr_mult=10.0, group="new")]

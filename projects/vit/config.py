@@ -27,6 +27,8 @@ from pgtrain.data import DigitsDataset, build_test_loader, build_train_loader
 from pgtrain.evaluation import ClassificationEvaluator
 from pgtrain.modeling import ImageClassifier, build_backbone
 
+__config__ = True
+
 # The digits to train on (labels are their positions here), the image side, and the split.
 digits = dict(classes=[6, 7, 8, 9], image_size=32, val_fraction=0.2, seed=0)
 

@@ -13,6 +13,8 @@ from configs.common.optim import MuonAdamW
 
 from .config import dataloader, digits, lr_scheduler, model, train
 
+__config__ = True
+
 optimizer = MuonAdamW
 optimizer.lr = 5e-4
 optimizer.weight_decay = 0.05

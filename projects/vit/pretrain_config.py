@@ -7,6 +7,8 @@ Stage 2 (`config.py`) fine-tunes its `model_final.pth` on the unseen digits 6-9 
 
 from .config import dataloader, digits, lr_scheduler, model, optimizer, train
 
+__config__ = True
+
 digits.classes = [0, 1, 2, 3, 4, 5]
 model.num_classes = 6
 optimizer.params.decay = 1.0  # no layer decay when training from scratch

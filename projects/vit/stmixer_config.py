@@ -20,6 +20,8 @@ from pgtrain.param_groups import build_param_groups
 
 from .stmixer import STMixerLike
 
+__config__ = True
+
 model = L(STMixerLike)(
     backbone=L(build_backbone)(
         name="vit_base",

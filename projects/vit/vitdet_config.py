@@ -14,6 +14,8 @@ from pgtrain.config import LazyCall as L
 from pgtrain.modeling import build_backbone
 from projects.maskrcnn.config import dataloader, lr_scheduler, model, optimizer, shapes, train
 
+__config__ = True
+
 model.backbone = L(build_backbone)(
     name="vitdet_backbone",
     img_size="${shapes.image_size}",

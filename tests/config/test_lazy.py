@@ -32,6 +32,7 @@ def config_tree(tmp_path):
         """
         import torch
         from pgtrain.config import LazyCall as L
+        __config__ = True
         model = L(torch.nn.Linear)(in_features=4, out_features=2)
         train = dict(max_iter=100, lr=0.1, tag="base")
     """,

@@ -86,7 +86,13 @@ def count_gradient_reductions(out_path: str, steps: int = 2) -> None:
 
         cfg = vit_config("", "train.strategy=fsdp", f"train.accumulation={accumulation}")
         run = build_run(cfg, with_loader=True, parallel=True)
-        trainer = Trainer(run.train_model, run.loader, run.optimizer, accumulation=accumulation)
+        trainer = Trainer(
+            run.train_model,
+            run.loader,
+            run.optimizer,
+            accumulation=accumulation,
+            strategy=run.strategy,
+        )
         dist.reduce_scatter_single = counting
         try:
             trainer.train(0, steps)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pgtrain.engine.ddp import create_ddp_model
+from pgtrain.engine.strategy.ddp import create_ddp_model
 from pgtrain.utils import comm
 from pgtrain.utils.env import per_rank_seed, seed_all_rng
 from pgtrain.utils.logger import setup_logger

@@ -9,7 +9,7 @@ import sys
 
 import torch.distributed as dist
 
-from pgtrain.engine.launch import launch
+from pgtrain.engine.processes.launch import launch
 from pgtrain.utils import comm
 
 

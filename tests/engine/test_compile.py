@@ -66,7 +66,7 @@ def test_a_compiled_model_trains_and_saves_under_its_own_names(tmp_path, caplog)
 def _stepped(make_optimizer, compiled, steps=8):
     """Weights after `steps` steps with an LR that changes before each (fixed gradients), and
     the count of compiled graphs after each step."""
-    from pgtrain.engine.compile import compile_optimizer_step
+    from pgtrain.engine.strategy.compile import compile_optimizer_step
     from pgtrain.param_groups import build_param_groups
 
     torch.manual_seed(0)

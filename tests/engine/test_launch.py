@@ -10,8 +10,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.multiprocessing import ProcessRaisedException
 
-from pgtrain.engine.ddp import create_ddp_model
-from pgtrain.engine.launch import launch
+from pgtrain.engine.processes.launch import launch
+from pgtrain.engine.strategy.ddp import create_ddp_model
 from pgtrain.errors import ConfigError, PgtrainError
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -13,7 +13,7 @@ import pytest
 
 from pgtrain.config import LazyConfig
 from pgtrain.engine import build_run, check_run_config
-from pgtrain.engine.run_length import RunLength
+from pgtrain.engine.run.length import RunLength
 from pgtrain.errors import ConfigError
 from pgtrain.utils import comm
 from tests._repo_configs import TOY

@@ -23,7 +23,7 @@ def trainer_with_dead_branch(toy_model, toy_dataset, mode):
 
 def test_warns_once_naming_the_parameters(toy_model, toy_dataset, caplog):
     trainer = trainer_with_dead_branch(toy_model, toy_dataset, "warn")
-    with caplog.at_level(logging.WARNING, logger="pgtrain.engine.hooks"):
+    with caplog.at_level(logging.WARNING, logger="pgtrain.engine.hooks.basic"):
         trainer.train(0, 3)
     warnings = [r.getMessage() for r in caplog.records if "got no gradient" in r.getMessage()]
     assert len(warnings) == 1

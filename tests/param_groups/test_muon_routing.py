@@ -11,7 +11,7 @@ import torchvision.models as tvm
 from torch import nn
 
 from pgtrain.param_groups import build_param_groups, collect_model_params, muon_routes
-from pgtrain.param_groups.muon import (
+from pgtrain.param_groups.builders.muon import (
     BARE_MATRIX,
     CONV,
     EMBEDDING,

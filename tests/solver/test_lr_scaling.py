@@ -14,8 +14,8 @@ from pgtrain.solver.lr_scaling import (
     effective_batch_size,
     scale_lr,
 )
-from pgtrain.solver.lr_scheduler import LRMultiplier
-from pgtrain.solver.schedules import build_schedule
+from pgtrain.solver.schedules.lr_multiplier import LRMultiplier
+from pgtrain.solver.schedules.registry import build_schedule
 
 
 def seed003_optimizer():

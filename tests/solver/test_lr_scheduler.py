@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from pgtrain.errors import CheckpointError, ConfigError
-from pgtrain.solver.lr_scheduler import LRMultiplier, group_lr_curves, param_group_names
-from pgtrain.solver.schedules import LR_SCHEDULES, build_schedule
+from pgtrain.solver.schedules.lr_multiplier import LRMultiplier, group_lr_curves, param_group_names
+from pgtrain.solver.schedules.registry import LR_SCHEDULES, build_schedule
 
 MAX_ITER = 40
 

@@ -18,7 +18,7 @@ from pgtrain.param_groups import (
     muon_routes,
     optimizer_state_by_name,
 )
-from pgtrain.param_groups.muon import CONV, MATRIX, NO_WEIGHT_DECAY, ONE_D, OUTPUT_LAYER
+from pgtrain.param_groups.builders.muon import CONV, MATRIX, NO_WEIGHT_DECAY, ONE_D, OUTPUT_LAYER
 from pgtrain.solver import FlatMuon, LRMultiplier, MuonAdamW, build_optimizer, build_schedule
 
 STEM = ("adamw", "adamw: stem", "adamw: the stem (the model's first conv or linear layer)")

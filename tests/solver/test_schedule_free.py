@@ -23,7 +23,7 @@ def test_evaluation_and_saves_see_the_averaged_weights(tmp_path, monkeypatch):
 
     seen = []
 
-    def spy(cfg, model):  # what evaluation sees: the optimizer's mode and the weights
+    def spy(cfg, model, *rest):  # what evaluation sees: the optimizer's mode and the weights
         seen.append((run_optimizer[0].param_groups[0]["train_mode"], model.head.weight.clone()))
         return {}
 
@@ -35,7 +35,7 @@ def test_evaluation_and_saves_see_the_averaged_weights(tmp_path, monkeypatch):
         run_optimizer.append(run.optimizer)
         return run
 
-    monkeypatch.setattr(train_net, "do_test", spy)
+    monkeypatch.setattr(train_net, "evaluate", spy)
     monkeypatch.setattr(train_net, "build_run", build_run)
     torch.manual_seed(0)
     train_net.do_train(toy_run(tmp_path, *SCHEDULE_FREE, "train.max_iter=20"), resume=False)

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from pgtrain.errors import ConfigError, RegistryError
-from pgtrain.solver.schedules import LR_SCHEDULES, as_schedule, build_schedule
+from pgtrain.solver.schedules.registry import LR_SCHEDULES, as_schedule, build_schedule
 
 MAX_ITER = 100
 

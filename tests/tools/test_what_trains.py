@@ -53,8 +53,8 @@ def train_first_groups(cfg, monkeypatch, caplog):
     train_net = load_tool("train_net")
     os.makedirs(cfg.train.output_dir, exist_ok=True)  # default_setup's job in a real run
     capture = FirstGroups()
-    build_hooks = train_net.build_hooks
-    monkeypatch.setattr(train_net, "build_hooks", lambda *a: [capture, *build_hooks(*a)])
+    default_hooks = train_net.default_hooks
+    monkeypatch.setattr(train_net, "default_hooks", lambda *a: [capture, *default_hooks(*a)])
     with caplog.at_level(logging.INFO, logger="pgtrain.train_net"):
         train_net.do_train(cfg, resume=False)
     logged = [r.getMessage() for r in caplog.records if r.name == "pgtrain.train_net"]

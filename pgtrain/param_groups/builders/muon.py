@@ -43,7 +43,7 @@ from typing import Any, NamedTuple
 
 from torch import nn
 
-from pgtrain.param_groups.builders import (
+from pgtrain.param_groups.builders.registry import (
     PARAM_GROUP_BUILDERS,
     RuleSpecs,
     plan_param_groups,

@@ -5,8 +5,8 @@ from typing import Literal
 
 from pgtrain.checkpoint.checkpointer import Checkpointer
 from pgtrain.config.schema import setting
-from pgtrain.engine.hook_base import HookBase
-from pgtrain.engine.run_length import period_setting
+from pgtrain.engine.loop.hook_base import HookBase
+from pgtrain.engine.run.length import period_setting
 from pgtrain.errors import ConfigError
 from pgtrain.solver.optimizer_modes import eval_mode
 from pgtrain.utils.checks import is_whole

@@ -28,7 +28,7 @@ import torch.multiprocessing as mp
 
 from pgtrain import errors
 from pgtrain.config.schema import setting
-from pgtrain.engine.preemption import PREEMPTION_SIGNALS, STALL_EXIT_CODE, stop_exit_code
+from pgtrain.engine.processes.preemption import PREEMPTION_SIGNALS, STALL_EXIT_CODE, stop_exit_code
 from pgtrain.errors import ConfigError, PgtrainError
 from pgtrain.utils import comm
 

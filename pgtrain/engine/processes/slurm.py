@@ -3,8 +3,8 @@ job's environment, and the requeue after a preemption-safe stop.
 
 Every task of the job is one rank. `set_rendezvous_from_job` writes the variables torchrun would
 (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``)
-from submitit's ``JobEnvironment``, so `pgtrain.engine.launch` joins the process group exactly as
-under torchrun.
+from submitit's ``JobEnvironment``, so `pgtrain.engine.processes.launch` joins the process group
+exactly as under torchrun.
 
 Slurm sends submitit's signal (``SIGUSR2``, ``--signal=USR2@<delay>``) before the time limit and,
 with the usual preemption settings, when it preempts the job. pgtrain catches it like SIGTERM: every
@@ -21,7 +21,7 @@ import re
 import signal
 from typing import Any
 
-from pgtrain.engine.preemption import stop_exit_code
+from pgtrain.engine.processes.preemption import stop_exit_code
 
 __all__ = ["job_port", "requeue_after_stop", "requeue_signal", "set_rendezvous_from_job"]
 

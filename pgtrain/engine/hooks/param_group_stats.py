@@ -5,9 +5,9 @@ from dataclasses import dataclass
 import torch
 
 from pgtrain.config.schema import setting
-from pgtrain.engine.hook_base import HookBase
+from pgtrain.engine.loop.hook_base import HookBase
 from pgtrain.param_groups.names import param_group_names
-from pgtrain.utils import comm
+from pgtrain.utils import sharding
 
 __all__ = ["ParamGroupStatsHook", "ParamGroupStatsSettings"]
 
@@ -80,4 +80,4 @@ def _norm(tensors: list[torch.Tensor]) -> float:
         return 0.0
     norms = torch._foreach_norm([t.detach().float() for t in tensors])
     # Under FSDP the tensors are shards (DTensors): the norm is reduced over the processes.
-    return comm.full_value(torch.linalg.vector_norm(torch.stack(norms)))
+    return sharding.full_value(torch.linalg.vector_norm(torch.stack(norms)))

@@ -3,33 +3,29 @@
 import datetime
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import torch
-
 from pgtrain.config.schema import setting
-from pgtrain.engine.hook_base import HookBase
-from pgtrain.engine.run_length import period_setting
+from pgtrain.engine.loop.hook_base import HookBase
+from pgtrain.engine.run.length import period_setting
 from pgtrain.errors import ConfigError, DivergedError
 from pgtrain.param_groups import named_groups
-from pgtrain.param_groups.names import param_group_names
-from pgtrain.solver.lr_scaling import BatchSizeLRScaling
 from pgtrain.solver.optimizer_modes import eval_mode
 from pgtrain.utils import comm
 from pgtrain.utils.checks import is_whole
 from pgtrain.utils.suggest import listing
-from pgtrain.utils.writers import EventWriter
+from pgtrain.utils.writers import ConsoleWriter, EventWriter, JSONWriter, TensorboardWriter
 
 __all__ = [
+    "default_writers",
     "IterationTimer",
-    "LRSchedulerHook",
     "EvalHook",
     "PeriodicWriter",
     "NonFiniteLossGuard",
-    "BatchSizeLRScalingHook",
     "UnusedParameterCheck",
     "HookSettings",
 ]
@@ -78,35 +74,6 @@ class IterationTimer(HookBase):
                 done,
                 total / done,
             )
-
-
-class LRSchedulerHook(HookBase):
-    """Records every param group's LR as ``lr/<group name>``, then steps the LR scheduler.
-
-    The LR recorded for an iteration is the one its optimizer step used; the scheduler is stepped
-    once per iteration, after ``optimizer.step()``. Its state is part of the trainer checkpoint.
-    """
-
-    def __init__(self, scheduler: torch.optim.lr_scheduler.LRScheduler | None = None) -> None:
-        self.scheduler = scheduler
-        self._names: list[str] = []
-
-    def before_train(self) -> None:
-        self._names = param_group_names(self.trainer.optimizer.param_groups)
-
-    def after_step(self) -> None:
-        storage = self.trainer.storage
-        for name, group in zip(self._names, self.trainer.optimizer.param_groups, strict=True):
-            storage.put_scalar(f"lr/{name}", group["lr"], smoothing_hint=False)
-        if self.scheduler is not None:
-            self.scheduler.step()
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.scheduler.state_dict() if self.scheduler is not None else {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state)
 
 
 class EvalHook(HookBase):
@@ -217,31 +184,6 @@ def _flatten(results: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-class BatchSizeLRScalingHook(HookBase):
-    """Rescales every group's LR when the effective batch size changes during training.
-
-    After each step it reads the samples this process trained on (``trainer.last_batch_size``)
-    times the number of processes and hands it to a `BatchSizeLRScaling` (batch 64 -> 128 under
-    the sqrt rule multiplies each group's LR by 1.414); the change applies from the next
-    iteration on and is logged once per change.
-    """
-
-    def __init__(self, scaling: BatchSizeLRScaling) -> None:
-        self.scaling = scaling
-
-    def after_step(self) -> None:
-        batch = self.trainer.last_batch_size * comm.get_world_size()
-        message = self.scaling.update(batch) if batch else None
-        if message:
-            logger.info("Iteration %d: %s", self.trainer.iter + 1, message)  # as the console
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.scaling.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.scaling.load_state_dict(state)
-
-
 class UnusedParameterCheck(HookBase):
     """After the first backward of a run, names the trainable parameters that got no gradient.
 
@@ -285,3 +227,19 @@ class UnusedParameterCheck(HookBase):
         if self.mode == "error":
             raise ConfigError(f"{message} (train.unused_params=error)")
         logger.warning("%s; train.unused_params=error makes this an error", message)
+
+
+def default_writers(
+    output_dir: str, max_iter: int, iters_per_epoch: int | None = None, batch: int | None = None
+) -> list[EventWriter]:
+    """Console, JSON-lines (``metrics.json``) and TensorBoard writers on the main process only;
+    with `iters_per_epoch` the console and metrics.json show the epoch next to the iteration,
+    with the effective `batch` metrics.json the samples trained."""
+    if not comm.is_main_process():
+        return []
+    metrics = os.path.join(output_dir, "metrics.json")
+    return [
+        ConsoleWriter(max_iter, iters_per_epoch=iters_per_epoch),
+        JSONWriter(metrics, iters_per_epoch=iters_per_epoch, batch=batch),
+        TensorboardWriter(output_dir),
+    ]

@@ -1,10 +1,4 @@
-"""The run's data-parallel strategy: DDP (replicated weights) or FSDP2 (sharded weights).
-
-``train.strategy`` chooses; `parallelize` applies it once, in `build_run`, after the weights are
-loaded and before the param groups are built. FSDP2's ``fully_shard`` swaps each parameter for a
-sharded DTensor of the same name and global shape, so the groups are built by name on the sharded
-model exactly as on a single process: every builder, rule, audit, table and per-group LR log is
-the same. DDP keeps the parameters and wraps the model; the groups are built on the model inside.
+"""FSDP2: sharding a model over the processes (``train.strategy=fsdp``, ``train.fsdp``).
 
 FSDP shards each module ``train.fsdp.shard`` names (a class name such as ``Block``, or a glob of
 module names such as ``backbone.blocks.*``; the outermost match is sharded, not its children),
@@ -13,33 +7,23 @@ then the whole model, so the rest (embeddings, head) is one more unit.
 
 import fnmatch
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 
-from pgtrain.config.schema import section, setting
-from pgtrain.engine.ddp import DDPSettings, create_ddp_model
-from pgtrain.engine.trainer import PRECISION_DTYPES
+from pgtrain.config.schema import setting
+from pgtrain.engine.strategy.device import PRECISION_DTYPES
 from pgtrain.errors import ConfigError
 from pgtrain.utils import comm
 from pgtrain.utils.suggest import did_you_mean
 
-__all__ = [
-    "FSDPSettings",
-    "ParallelSettings",
-    "STRATEGIES",
-    "parallelize",
-    "shard_model",
-    "sharded_checkpoints",
-    "strategy_of",
-]
+__all__ = ["FSDPSettings", "shard_model", "shard_units"]
 
 logger = logging.getLogger(__name__)
 
-STRATEGIES = ("ddp", "fsdp")
 _DType = Literal["bf16", "fp16", "fp32"]
 
 
@@ -57,73 +41,6 @@ class FSDPSettings:
     reduce_dtype: _DType | None = setting(
         None, "the dtype gradients are reduced in", null="keep the parameters' own"
     )
-
-
-@dataclass
-class ParallelSettings:
-    """How the processes share the model: replicated (DDP) or sharded (FSDP2)."""
-
-    strategy: Literal["ddp", "fsdp"] = setting(
-        "ddp", "'ddp' replicates the model; 'fsdp' shards parameters, gradients, optimizer state"
-    )
-    ddp: DDPSettings = section(DDPSettings, "DistributedDataParallel's options")
-    fsdp: FSDPSettings = section(FSDPSettings, "FSDP2's options")
-
-
-def parallelize(model: nn.Module, train: Mapping[str, Any]) -> nn.Module:
-    """Applies ``train.strategy`` to `model`; returns the module to train.
-
-    ``"ddp"`` wraps `model` in DistributedDataParallel (``train.ddp`` options) when there is more
-    than one process; ``"fsdp"`` shards `model` in place (``train.fsdp``) whenever a process group
-    exists, one process included (its mixed precision still applies), and returns it.
-
-    Raises:
-        ConfigError: an unknown strategy, or an FSDP option that does not fit the model.
-    """
-    if strategy_of(train) == "ddp":
-        return create_ddp_model(model, **(train.get("ddp") or {}))
-    if not torch.distributed.is_initialized():
-        logger.info("train.strategy=fsdp in a single process without a process group: not sharded")
-        return model
-    return shard_model(model, **(train.get("fsdp") or {}))
-
-
-def strategy_of(train: Mapping[str, Any]) -> str:
-    """``train.strategy``, checked.
-
-    Raises:
-        ConfigError: not one of `STRATEGIES`.
-    """
-    strategy = train.get("strategy", "ddp")
-    if strategy not in STRATEGIES:
-        raise ConfigError(
-            f"train.strategy={strategy!r} is not a strategy"
-            f"{did_you_mean(str(strategy), STRATEGIES)}; use one of {list(STRATEGIES)}"
-        )
-    return strategy
-
-
-def sharded_checkpoints(train: Mapping[str, Any]) -> bool:
-    """Whether the run saves sharded checkpoints: ``train.checkpoint.format`` "sharded", or
-    "auto" under FSDP (each process writes its shards; no process gathers the whole model).
-
-    Raises:
-        ConfigError: an unknown format or strategy, or "file" under FSDP.
-    """
-    fmt = (train.get("checkpoint") or {}).get("format", "auto")
-    formats = ("auto", "file", "sharded")
-    if fmt not in formats:
-        raise ConfigError(
-            f"train.checkpoint.format={fmt!r} is not a format{did_you_mean(str(fmt), formats)}; "
-            f"use one of {list(formats)}"
-        )
-    fsdp = strategy_of(train) == "fsdp"
-    if fmt == "file" and fsdp:
-        raise ConfigError(
-            "train.checkpoint.format=file cannot save an FSDP run (no process holds the whole "
-            "model); use 'auto' and make a single file afterwards with tools/convert_checkpoint.py"
-        )
-    return fmt == "sharded" or (fmt == "auto" and fsdp)
 
 
 def shard_model(

@@ -6,7 +6,7 @@ from typing import Any
 from torch import nn
 
 from pgtrain.errors import ConfigError
-from pgtrain.param_groups.builders import (
+from pgtrain.param_groups.builders.registry import (
     PARAM_GROUP_BUILDERS,
     RuleSpecs,
     paused_gc,

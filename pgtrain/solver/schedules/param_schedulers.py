@@ -2,7 +2,7 @@
 
 Every class here is an fvcore ``ParamScheduler``: a pure function of training progress
 ``where = iteration / max_iter`` returning a multiplier of each group's own LR. Positions and
-lengths are fractions of training; `pgtrain.solver.schedules` converts iterations and epochs.
+lengths are fractions of training; `pgtrain.solver.schedules.units` converts iterations and epochs.
 """
 
 import bisect

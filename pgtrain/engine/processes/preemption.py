@@ -5,7 +5,7 @@ some time before killing a job. `StopSignal` records the signal; the trainer fin
 step, every rank agrees to stop at the same iteration, the checkpointer saves, and the process
 exits with status ``128 + signal`` (143 for SIGTERM), so a scheduler or a wrapper script can tell
 a preemption from a failure and requeue with ``--resume`` (tools/submit.py's jobs requeue
-themselves on SIGUSR2: `pgtrain.engine.slurm`).
+themselves on SIGUSR2: `pgtrain.engine.processes.slurm`).
 
 `StallWatchdog` runs a thread per rank that writes a heartbeat into the process group's store
 and reads the others'; a rank whose heartbeat stops (a frozen process or machine) is named in

@@ -3,7 +3,7 @@
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from pgtrain.engine.trainer import Trainer
+    from pgtrain.engine.loop.trainer import Trainer
 
 __all__ = ["HookBase"]
 

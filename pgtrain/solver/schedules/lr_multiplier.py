@@ -19,8 +19,8 @@ from torch.optim.lr_scheduler import LRScheduler
 from pgtrain.errors import CheckpointError, ConfigError
 from pgtrain.param_groups.names import param_group_names
 from pgtrain.solver._checks import number, positive_int
-from pgtrain.solver.param_schedulers import DelayedStartSchedule
-from pgtrain.solver.schedules import as_schedule
+from pgtrain.solver.schedules.param_schedulers import DelayedStartSchedule
+from pgtrain.solver.schedules.registry import as_schedule
 from pgtrain.utils.checks import is_whole
 from pgtrain.utils.suggest import did_you_mean
 

@@ -37,19 +37,19 @@ from pgtrain.config.lazy_call import signature_keywords
 from pgtrain.errors import ConfigError
 from pgtrain.registry import Registry
 from pgtrain.solver._checks import number
-from pgtrain.solver.param_schedulers import (
+from pgtrain.solver.schedules.param_schedulers import (
     DelayedStartSchedule,
     MultiStepSchedule,
     WarmupSchedule,
     check_warmup,
 )
-from pgtrain.solver.schedule_units import ScheduleUnits
+from pgtrain.solver.schedules.units import ScheduleUnits
 
 __all__ = ["LR_SCHEDULES", "as_schedule", "build_schedule", "with_warmup"]
 
 LR_SCHEDULES = Registry(
     "LR_SCHEDULES",
-    hint="importing pgtrain.solver.schedules registers the built-in schedules; a project adds "
+    hint="importing pgtrain.solver registers the built-in schedules; a project adds "
     "its own with @LR_SCHEDULES.register() in a module its config imports",
 )
 

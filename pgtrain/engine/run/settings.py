@@ -18,25 +18,60 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from pgtrain.config import check_calls
 from pgtrain.config.schema import (
     section,
+    setting,
     settings_defaults,
     settings_reference,
     validate_settings,
 )
-from pgtrain.engine.compile import CompileSettings
-from pgtrain.engine.defaults import RunSettings
-from pgtrain.engine.ema import EMASettings
-from pgtrain.engine.hooks import HookSettings
-from pgtrain.engine.launch import LaunchSettings
-from pgtrain.engine.parallel import ParallelSettings, sharded_checkpoints
-from pgtrain.engine.param_group_stats import ParamGroupStatsSettings
-from pgtrain.engine.periodic_checkpointer import CheckpointSettings
-from pgtrain.engine.run_length import RunLengthSettings, check_run_length
-from pgtrain.engine.trainer import TrainerSettings
+from pgtrain.engine.hooks.basic import HookSettings
+from pgtrain.engine.hooks.checkpoint import CheckpointSettings
+from pgtrain.engine.hooks.ema import EMASettings
+from pgtrain.engine.hooks.param_group_stats import ParamGroupStatsSettings
+from pgtrain.engine.loop.trainer import TrainerSettings
+from pgtrain.engine.processes.launch import LaunchSettings
+from pgtrain.engine.run.length import RunLengthSettings, check_run_length
+from pgtrain.engine.strategy.compile import CompileSettings
+from pgtrain.engine.strategy.device import DEVICE_CHOICES, device_check
+from pgtrain.engine.strategy.strategy import ParallelSettings, Strategy
 from pgtrain.errors import ConfigError, first_line
 from pgtrain.solver.lr_scaling import LRScalingSettings
 from pgtrain.utils.suggest import did_you_mean
 
 __all__ = ["TrainSettings", "check_run_config", "settings_markdown", "train_defaults"]
+
+
+@dataclass
+class RunSettings:
+    """Where a run writes, what it starts from, where it runs and how it is seeded."""
+
+    output_dir: str = setting("./output", "the run's folder: checkpoints, logs, config.yaml")
+    overwrite: bool = setting(
+        False,
+        "start a new run in a folder that holds another run's checkpoints, moving them into "
+        "output_dir/replaced_<time>/ first (else that is refused: continue it with --resume)",
+    )
+    init_checkpoint: str = setting(
+        "", "weights to start from (a path or URL); the parameters it lacks are reported fresh"
+    )
+    init_checkpoint_exclude: list[str] = setting(
+        [], "globs of init_checkpoint's keys to leave out (their parameters count as fresh)"
+    )
+    init_checkpoint_min_fraction: float = setting(
+        0.5,
+        "initial weights that provide less than this fraction of the parameters warn loudly "
+        "(none at all is an error)",
+        ge=0,
+        le=1,
+    )
+    device: str = setting(
+        "auto",
+        "where the model runs: 'auto' (CUDA when available), 'cpu', 'cuda'",
+        check=device_check,
+        expects=DEVICE_CHOICES,
+    )
+    seed: int | None = setting(
+        0, "each rank seeds with seed + rank; a negative seed draws one", null="draw one"
+    )
 
 
 @dataclass
@@ -99,7 +134,7 @@ def _resolved(node: Any, where: str) -> Any:
 def _check_combinations(train: dict[str, Any]) -> None:
     """The rules that tie settings together (each names the keys and what to change)."""
     check_run_length(train)
-    sharded_checkpoints(train)  # train.checkpoint.format=file cannot save an FSDP run
+    Strategy.from_train(train)  # e.g. train.checkpoint.format=file cannot save an FSDP run
     if train["ema"]["enabled"] and train["strategy"] == "fsdp":
         raise ConfigError(
             "train.ema.enabled=True is not available with train.strategy=fsdp yet; use ddp, or "

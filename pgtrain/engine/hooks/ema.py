@@ -21,8 +21,8 @@ from torch import Tensor, nn
 from torch.optim.swa_utils import AveragedModel
 
 from pgtrain.config.schema import setting
-from pgtrain.engine.defaults import device_check
-from pgtrain.engine.hook_base import HookBase
+from pgtrain.engine.loop.hook_base import HookBase
+from pgtrain.engine.strategy.device import device_check
 from pgtrain.errors import ConfigError
 from pgtrain.utils import comm
 from pgtrain.utils.checks import is_real, is_whole
@@ -116,7 +116,7 @@ class EMAHook(HookBase):
 
     def before_train(self) -> None:
         model = comm.unwrap_model(self.trainer.model)
-        if hasattr(model, "set_requires_gradient_sync"):  # FSDP: the copy would be sharded
+        if self.trainer.strategy.sharded:  # the copy would be sharded
             raise ConfigError(
                 "train.ema is not available with train.strategy=fsdp yet; use ddp, or turn "
                 "train.ema.enabled off"

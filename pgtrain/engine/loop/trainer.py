@@ -12,7 +12,9 @@ import torch
 from torch import nn
 
 from pgtrain.config.schema import section, setting
-from pgtrain.engine.hook_base import HookBase
+from pgtrain.engine.loop.hook_base import HookBase
+from pgtrain.engine.strategy.device import PRECISION_DTYPES
+from pgtrain.engine.strategy.strategy import Strategy
 from pgtrain.errors import ConfigError
 from pgtrain.param_groups.state import (
     load_optimizer_state_by_name,
@@ -23,9 +25,6 @@ from pgtrain.solver.lr_scaling import effective_batch_size
 from pgtrain.solver.optimizer_modes import group_state_keys, train_mode
 from pgtrain.utils import comm
 from pgtrain.utils.events import EventStorage, event_storage
-
-# The precision names of configs (train.amp.precision, train.fsdp.param_dtype) and their dtypes.
-PRECISION_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 __all__ = ["AMPSettings", "AMPTrainer", "Trainer", "TrainerSettings"]
 
@@ -74,6 +73,7 @@ class Trainer:
         optimizer: a torch optimizer.
         accumulation: micro-batches per optimizer step.
         clip_grad_norm: if set, gradients are clipped to this global L2 norm before the step.
+        strategy: the run's `Strategy` (``run.strategy``); None: one process or DDP.
     """
 
     def __init__(
@@ -84,6 +84,7 @@ class Trainer:
         *,
         accumulation: int = 1,
         clip_grad_norm: float | None = None,
+        strategy: Strategy | None = None,
     ) -> None:
         if accumulation < 1:
             raise ConfigError(f"train.accumulation must be >= 1, got {accumulation}")
@@ -92,6 +93,9 @@ class Trainer:
         self.optimizer = optimizer
         self.accumulation = accumulation
         self.clip_grad_norm = clip_grad_norm
+        # How the processes share the model (``run.strategy``): no-sync for accumulation, full
+        # values of sharded norms; one process or DDP when not given.
+        self.strategy = strategy or Strategy()
         self.iter = self.start_iter = self.max_iter = 0
         self.last_batch_size = 0  # samples this process trained on in the last iteration
         # A preemption signal (see `StopSignal`): when any rank has one, every rank finishes the
@@ -193,18 +197,12 @@ class Trainer:
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         # Under FSDP the gradients are shards (DTensors): the norm is reduced over all of them.
         norm = torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
-        self.storage.put_scalar("grad_norm", comm.full_value(norm))
+        self.storage.put_scalar("grad_norm", self.strategy.full_value(norm))
 
     def _sync_context(self, sync: bool) -> contextlib.AbstractContextManager[Any]:
         """Micro-batches but the last skip the gradient reduction (DDP's no_sync; FSDP's
         requires_gradient_sync), so a step with accumulation communicates once."""
-        if sync:
-            return contextlib.nullcontext()
-        if hasattr(self.model, "set_requires_gradient_sync"):  # FSDP2
-            return _without_gradient_sync(self.model)
-        if hasattr(self.model, "no_sync"):
-            return self.model.no_sync()
-        return contextlib.nullcontext()
+        return contextlib.nullcontext() if sync else self.strategy.no_sync(self.model)
 
     def _record(self, losses: dict[str, torch.Tensor], data_time: float) -> None:
         names = list(losses)
@@ -310,15 +308,6 @@ class Trainer:
         return keys
 
 
-@contextlib.contextmanager
-def _without_gradient_sync(model: nn.Module) -> Iterator[None]:
-    model.set_requires_gradient_sync(False)
-    try:
-        yield
-    finally:
-        model.set_requires_gradient_sync(True)
-
-
 def _batch_len(batch: Any) -> int:
     """Samples in a batch: the first dimension of its first tensor (a dict of tensors, or a
     collated ``(inputs, targets)`` pair), or the length of a list of per-sample items."""
@@ -350,9 +339,15 @@ class AMPTrainer(Trainer):
         precision: str = "bf16",
         accumulation: int = 1,
         clip_grad_norm: float | None = None,
+        strategy: Strategy | None = None,
     ) -> None:
         super().__init__(
-            model, data_loader, optimizer, accumulation=accumulation, clip_grad_norm=clip_grad_norm
+            model,
+            data_loader,
+            optimizer,
+            accumulation=accumulation,
+            clip_grad_norm=clip_grad_norm,
+            strategy=strategy,
         )
         if precision not in ("bf16", "fp16"):
             raise ConfigError(f"train.amp.precision must be 'bf16' or 'fp16', got '{precision}'")

@@ -1,0 +1,1 @@
+"""The training loop (`Trainer`, `AMPTrainer`) and the hook interface it calls (`HookBase`)."""

@@ -1,0 +1,1 @@
+"""Processes: launching them (spawn, torchrun, several machines), preemption and stalls, Slurm."""

@@ -1,0 +1,1 @@
+"""A config becomes a run: building it, its settings and length, resuming, the tools' entry path."""

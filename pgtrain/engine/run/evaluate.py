@@ -1,0 +1,106 @@
+"""Evaluating a run: its model (and EMA) during training, and given weights with ``--eval-only``."""
+
+import copy
+import logging
+import os
+from typing import Any
+
+from omegaconf import DictConfig
+from torch import nn
+
+from pgtrain.checkpoint import Checkpointer
+from pgtrain.config import instantiate
+from pgtrain.engine.run.build import build_run
+from pgtrain.errors import ConfigError
+from pgtrain.evaluation import inference_on_dataset
+from pgtrain.utils import comm
+
+__all__ = ["eval_output_dir", "eval_weights", "evaluate", "evaluate_weights", "test_metrics"]
+
+logger = logging.getLogger(__name__)
+
+_EVAL_MARKER = "weights.txt"  # names the weights whose results an eval_<stem>/ folder holds
+
+
+def test_metrics(cfg: DictConfig, model: nn.Module, *, lockstep: bool = False) -> dict[str, Any]:
+    """Evaluates `model` on ``dataloader.test`` with ``dataloader.evaluator``; returns the metrics
+    ({} when the config has no evaluation). `lockstep`: ``run.strategy.lockstep_eval``."""
+    if "test" not in cfg.dataloader or "evaluator" not in cfg.dataloader:
+        return {}
+    results = inference_on_dataset(
+        model,
+        instantiate(cfg.dataloader.test, "dataloader.test"),
+        instantiate(cfg.dataloader.evaluator, "dataloader.evaluator"),
+        lockstep=lockstep,
+    )
+    logger.info("Evaluation: %s", results)
+    return results
+
+
+def evaluate(
+    cfg: DictConfig, model: nn.Module, ema: Any = None, which: str = "model", lockstep: bool = False
+) -> dict[str, Any]:
+    """Evaluates the model, the EMA of its weights (metrics under ``ema/``), or both
+    (``train.ema.evaluate``)."""
+    results = {}
+    if which in ("model", "both") or ema is None:
+        results.update(test_metrics(cfg, model, lockstep=lockstep))
+    if ema is not None and which in ("ema", "both"):
+        ema_results = test_metrics(cfg, ema.model, lockstep=lockstep)
+        results.update({f"ema/{k}": v for k, v in ema_results.items()})
+    return results
+
+
+def eval_weights(cfg: DictConfig, resume: bool) -> str:
+    """Returns the weights --eval-only evaluates: the run's last checkpoint when resuming and
+    there is one, else ``train.init_checkpoint``; an untrained model is refused."""
+    output_dir = cfg.train.output_dir
+    last = Checkpointer(nn.Module(), output_dir).get_checkpoint_file() if resume else ""
+    weights = last or cfg.train.get("init_checkpoint") or ""
+    if not weights:
+        where = f"'{output_dir}' has no checkpoint" if resume else "--resume was not given"
+        raise ConfigError(
+            f"--eval-only: no trained weights to evaluate ({where} and train.init_checkpoint is "
+            "empty); pass --resume with train.output_dir=<a run folder with a checkpoint>, or "
+            "train.init_checkpoint=<weights file>"
+        )
+    return weights
+
+
+def eval_output_dir(cfg: DictConfig, weights: str) -> str:
+    """Returns where --eval-only's evaluator writes: ``<its output_dir>/eval_<weights stem>/``,
+    so a run's own results are never overwritten ("" when it writes no files); refuses a folder
+    that holds the results of other weights."""
+    evaluator = cfg.dataloader.get("evaluator") if "dataloader" in cfg else None
+    if evaluator is None or not evaluator.get("output_dir"):
+        return ""
+    stem = os.path.splitext(os.path.basename(weights.rstrip("/")))[0]
+    folder = os.path.join(evaluator.output_dir, f"eval_{stem}")
+    marker = os.path.join(folder, _EVAL_MARKER)
+    if os.path.exists(marker):
+        with open(marker) as f:
+            previous = f.read().strip()
+        if previous != os.path.abspath(weights):
+            raise ConfigError(
+                f"--eval-only: '{folder}' holds the results of {previous}, not of {weights}; "
+                "pass train.output_dir=<another folder> to keep both"
+            )
+    return folder
+
+
+def evaluate_weights(cfg: DictConfig, resume: bool) -> dict[str, Any]:
+    """``--eval-only``: builds the run (`build_run`: the model with the weights `eval_weights`
+    names) and evaluates it; the evaluator writes into `eval_output_dir`."""
+    weights = eval_weights(cfg, resume)
+    folder = eval_output_dir(cfg, weights)
+    cfg = copy.deepcopy(cfg)  # the caller's config keeps its own output_dir and weights
+    if folder:
+        cfg.dataloader.evaluator.output_dir = folder
+    # Exactly these weights, whole: a checkpoint without training state evaluates too.
+    cfg.train.init_checkpoint, cfg.train.init_checkpoint_exclude = weights, []
+    run = build_run(cfg)
+    if folder and comm.is_main_process():
+        os.makedirs(folder, exist_ok=True)
+        with open(os.path.join(folder, _EVAL_MARKER), "w") as f:
+            f.write(os.path.abspath(weights) + "\n")
+    return test_metrics(cfg, run.model, lockstep=run.strategy.lockstep_eval)
