@@ -19,7 +19,7 @@ from pgtrain.engine.processes.preemption import (
     StopSignal,
     train_preemptibly,
 )
-from pgtrain.engine.run.build import Run, build_run, loader_effective_batch
+from pgtrain.engine.run.build import Run, build_run, loader_effective_batch, resume_training_state
 from pgtrain.engine.run.entry import (
     RunRequest,
     add_grouping_arguments,
@@ -30,7 +30,6 @@ from pgtrain.engine.run.entry import (
     save_config,
     user_errors_exit,
 )
-from pgtrain.engine.run.resume import resume_training_state
 from pgtrain.engine.run.settings import (
     TrainSettings,
     check_run_config,

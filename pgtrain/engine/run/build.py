@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from torch import nn
 
 from pgtrain.checkpoint import Checkpointer, CheckpointReport
+from pgtrain.checkpoint.output_dir import set_aside_old_numbering
 from pgtrain.config import instantiate
 from pgtrain.engine.run.length import RunLength, needs_epoch_length
 from pgtrain.engine.run.resume import checkpoint_position, convert_position
@@ -40,6 +41,7 @@ __all__ = [
     "Run",
     "build_run",
     "loader_effective_batch",
+    "resume_training_state",
 ]
 
 logger = logging.getLogger(__name__)
@@ -293,3 +295,20 @@ def _check_resumable(weights: CheckpointReport) -> None:
             f"from it; start a new run from it with train.init_checkpoint={weights.path} and "
             "another train.output_dir"
         )
+
+
+def resume_training_state(run: Run) -> int:
+    """Restores the checkpointables registered on ``run.checkpointer`` (the trainer: optimizer,
+    hooks) and the RNG states from the checkpoint the run resumed from, as read by `build_run`;
+    returns the iteration to train next (0 when the run did not resume).
+
+    Call it once the trainer is registered and its hooks exist, right before training, so the
+    random streams continue exactly where the checkpoint left them.
+    """
+    if not run.weights.resumed:
+        return 0
+    run.checkpointer.restore_state(run.weights)
+    change = run.weights.extra.get("batch_change")
+    if change and comm.is_main_process():
+        set_aside_old_numbering(run.weights, run.cfg.train.output_dir, *change)
+    return run.weights.extra["iteration"] + 1

@@ -1,18 +1,13 @@
-"""Resuming a run: the checkpoint's position at this run's batch size, then the training state."""
+"""Resuming at another batch size: the checkpoint's position moved to this run's batch."""
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pgtrain.checkpoint import CheckpointReport
-from pgtrain.checkpoint.output_dir import set_aside_old_numbering
 from pgtrain.errors import CheckpointError, ConfigError
-from pgtrain.utils import comm
 from pgtrain.utils.checks import is_whole
 
-if TYPE_CHECKING:
-    from pgtrain.engine.run.build import Run
-
-__all__ = ["checkpoint_position", "convert_position", "resume_training_state"]
+__all__ = ["checkpoint_position", "convert_position"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,20 +88,3 @@ def _move_hook_positions(hooks: dict[str, Any], moved: int, old: int, new: int) 
             # The old run's length at this batch, for the length-change log; unknown if inexact.
             length, rest = divmod(state.pop("max_iter") * old, new)
             state.update({"max_iter": length} if not rest else {})
-
-
-def resume_training_state(run: "Run") -> int:
-    """Restores the checkpointables registered on ``run.checkpointer`` (the trainer: optimizer,
-    hooks) and the RNG states from the checkpoint the run resumed from, as read by `build_run`;
-    returns the iteration to train next (0 when the run did not resume).
-
-    Call it once the trainer is registered and its hooks exist, right before training, so the
-    random streams continue exactly where the checkpoint left them.
-    """
-    if not run.weights.resumed:
-        return 0
-    run.checkpointer.restore_state(run.weights)
-    change = run.weights.extra.get("batch_change")
-    if change and comm.is_main_process():
-        set_aside_old_numbering(run.weights, run.cfg.train.output_dir, *change)
-    return run.weights.extra["iteration"] + 1
