@@ -24,7 +24,7 @@ from pgtrain.param_groups.report import (
     param_groups_to_dict,
 )
 from pgtrain.param_groups.rules import Rule, parse_rules
-from pgtrain.param_groups.selectors import SELECTORS, Selector, is_norm
+from pgtrain.param_groups.selectors import SELECTORS, Selector, is_norm, register_selector
 from pgtrain.param_groups.settings import SETTINGS, Setting
 from pgtrain.param_groups.state import (
     STATE_FORMAT,
@@ -70,6 +70,7 @@ __all__ = [
     "param_groups_to_dict",
     "parse_rules",
     "plan_param_groups",
+    "register_selector",
     "merge_param_groups",
     "resolve_layer_ids",
     "rule_param_groups",

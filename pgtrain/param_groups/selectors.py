@@ -4,6 +4,7 @@
 the config key in messages) and picks the indices of the parameters it selects; a rule applies
 to the parameters every one of its selectors picks. Adding a kind is one entry here: rules
 accept the key, reports show it and the reference in `pgtrain.param_groups.rules` lists it.
+A project adds a kind of its own with `register_selector`.
 """
 
 import difflib
@@ -19,7 +20,7 @@ from torch import nn
 from pgtrain.config import locate
 from pgtrain.errors import ConfigError
 from pgtrain.param_groups.model_params import ModelParams
-from pgtrain.param_groups.settings import parse_bool
+from pgtrain.param_groups.settings import SETTINGS, optimizer_keys, parse_bool
 from pgtrain.utils.checks import is_whole
 from pgtrain.utils.suggest import close_matches, did_you_mean
 
@@ -30,6 +31,7 @@ __all__ = [
     "closest_names",
     "fresh_indices",
     "is_norm",
+    "register_selector",
     "selector_reference",
 ]
 
@@ -364,3 +366,49 @@ SELECTORS: dict[str, Selector] = {s.key: s for s in _SELECTOR_LIST}
 def selector_reference() -> str:
     """The reference list of selector kinds, one ``- key: doc`` paragraph each."""
     return "\n".join(f"- ``{s.key}``: {s.doc}" for s in SELECTORS.values())
+
+
+# Keys a rule reads besides selectors and settings (`pgtrain.param_groups.rules`): its name in
+# reports and whether it may match nothing.
+_RULE_META_KEYS = ("id", "optional")
+
+
+def register_selector(selector: Selector) -> Selector:
+    """Adds a selector kind: rules accept ``selector.key`` from then on, and the reference lists it.
+
+    Register from a module the config imports (as builders are registered), so the kind exists
+    when the config's rules are checked and in every process of a multi-process run. Registering
+    the same selector again is allowed, so a module imported twice does no harm.
+
+    Args:
+        selector: the kind; its ``parse`` checks a rule's value, its ``pick`` selects parameters.
+
+    Returns:
+        `selector`, so a module can keep it under a name.
+
+    Raises:
+        ConfigError: the key is taken by another selector kind, or it is a setting kind
+            (`SETTINGS`), a rule's ``id`` / ``optional``, or an optimizer key, which a rule
+            would then read two ways.
+    """
+    key = selector.key
+    if not isinstance(key, str) or not key.isidentifier():
+        raise ConfigError(f"register_selector: the key {key!r} must be a Python identifier")
+    old = SELECTORS.get(key)
+    if old is not None and old != selector:
+        raise ConfigError(
+            f"register_selector: the selector key '{key}' is taken; choose another key"
+        )
+    if key in SETTINGS or key in _RULE_META_KEYS or key in optimizer_keys():
+        what = (
+            "a setting kind"
+            if key in SETTINGS
+            else "a rule's own key"
+            if key in _RULE_META_KEYS
+            else "an optimizer key"
+        )
+        raise ConfigError(
+            f"register_selector: '{key}' is {what}, which rules already read; choose another key"
+        )
+    SELECTORS[key] = selector
+    return selector

@@ -94,10 +94,10 @@ def test_the_vit_transfer_without_the_head(tmp_path):
     )
 
 
-def test_the_main_readme_switches_optimizer_and_schedule_from_the_command_line(tmp_path):
+def test_the_running_page_switches_optimizer_and_schedule_from_the_command_line(tmp_path):
     commands = [
         c
-        for c in readme_commands("README.md", "## Running a config")
+        for c in readme_commands("docs/running.md", "## Running a config")
         if any(a.startswith("~") for a in c)
     ]
     assert len(commands) == 2
@@ -118,7 +118,14 @@ def test_the_main_readme_switches_optimizer_and_schedule_from_the_command_line(t
     assert schedule["name"] == "cosine" and "milestones" not in schedule
 
 
-ALL_READMES = ["README.md", "projects/maskrcnn/README.md", "projects/vit/README.md"]
+ALL_READMES = [
+    "README.md",
+    "docs/running.md",
+    "docs/param_groups.md",
+    "docs/schedules.md",
+    "projects/maskrcnn/README.md",
+    "projects/vit/README.md",
+]
 
 
 def every_command(readme: str) -> list[list[str]]:
