@@ -88,7 +88,7 @@ def _datasets(args: argparse.Namespace) -> list[CocoSource]:
         if args.image_root and not os.path.isdir(args.image_root):
             raise ConfigError(f"--image-root '{args.image_root}' is not a folder")
         return [CocoSource("--json", "json", args.json, args.image_root, None)]
-    cfg = prepare_run(args).cfg
+    cfg = prepare_run(args, settings=False).cfg  # the datasets alone: train.* is not read
     splits = SPLITS if args.split == "both" else (args.split,)
     sources = list(coco_datasets(cfg, splits))
     if not sources:

@@ -15,8 +15,9 @@ import os
 
 import torch
 
+from pgtrain.checkpoint import Checkpointer
 from pgtrain.config import instantiate
-from pgtrain.engine import build_run, prepare_run, user_errors_exit
+from pgtrain.engine import model_with_weights, prepare_run, user_errors_exit
 from pgtrain.errors import ConfigError
 from pgtrain.utils.file_io import output_path
 from pgtrain.utils.logger import setup_logger
@@ -39,12 +40,13 @@ def main(argv=None):
     cfg = prepare_run(args).cfg
     if "test" not in cfg.dataloader or "dataset" not in cfg.dataloader.test:
         raise ConfigError("dataloader.test.dataset is needed to pick validation images")
-    if args.weights:
-        cfg.train.init_checkpoint = args.weights
-    # The model as training builds it, with the given weights or the run's last checkpoint.
-    run = build_run(cfg, resume=not args.weights)
-    model = run.model.eval()
-    logger.info("Weights: %s", run.weights.path or "none (untrained model)")
+    # The given weights, else the run's last checkpoint, else train.init_checkpoint (an
+    # untrained model is drawn too, and said so), loaded as training loads a run's weights.
+    last = Checkpointer(torch.nn.Module(), cfg.train.output_dir).get_checkpoint_file()
+    weights = args.weights or last or cfg.train.get("init_checkpoint") or ""
+    model, report = model_with_weights(cfg, weights)
+    model.eval()
+    logger.info("Weights: %s", report.path or "none (untrained model)")
     dataset = instantiate(cfg.dataloader.test.dataset, "dataloader.test.dataset")
     items = [dataset[i] for i in range(min(args.num_images, len(dataset)))]
     with torch.no_grad():

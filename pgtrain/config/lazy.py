@@ -18,9 +18,9 @@ from typing import Any
 
 import yaml
 from iopath.common.file_io import g_pathmgr
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf, ValueNode
 
-from pgtrain.config.lazy_call import locate, signature_keywords
+from pgtrain.config.lazy_call import TARGET, locate, signature_keywords
 from pgtrain.config.plain import to_plain
 from pgtrain.errors import ConfigError, first_line
 from pgtrain.utils.file_io import write_text_atomically
@@ -204,9 +204,47 @@ def _load_python(path: str) -> DictConfig:
         for name, value in vars(module).items()
         if not name.startswith("_") and isinstance(value, DictConfig | ListConfig)
     }
+    _check_no_config_callables(content, {*_CONFIG_MODULES, module_name}, path)
     if load.code_modules:
         content[IMPORTS_KEY] = {"root": root, "modules": sorted(load.code_modules)}
     return DictConfig(content, flags={"allow_objects": True})
+
+
+def _check_no_config_callables(content: Any, config_modules: set[str], path: str) -> None:
+    """Raises when the config calls a class or function that a config file defines: a config
+    is run again at every load and is no module to import by name, so neither the checks, a
+    spawned process nor a saved config.yaml could find it."""
+    for key, value in _callables(content, ""):
+        name = getattr(value, "__qualname__", "")
+        if getattr(value, "__module__", None) in config_modules and "<" not in name:
+            key = key.removesuffix(f".{TARGET}")  # a lambda has no name at all: `to_plain` says so
+            raise ConfigError(
+                f"{path}: {key} uses '{name}', defined in a config file ({value.__module__}); "
+                "define it in a code module beside the config (e.g. hooks.py) and import it"
+            )
+
+
+def _callables(node: Any, where: str) -> Iterator[tuple[str, Any]]:
+    """``(config key, value)`` for every class or function a config holds (interpolations are
+    not resolved)."""
+    if isinstance(node, DictConfig):
+        items = [(k, node._get_node(k)) for k in node.keys()]
+    elif isinstance(node, ListConfig):
+        items = [(i, node._get_node(i)) for i in range(len(node))]
+    elif isinstance(node, dict):
+        items = list(node.items())
+    elif isinstance(node, list | tuple):
+        items = list(enumerate(node))
+    else:
+        return
+    for key, child in items:
+        path = f"{where}.{key}" if where else str(key)
+        if isinstance(child, ValueNode):
+            child = child._value()
+        if callable(child) and not isinstance(child, DictConfig | ListConfig):
+            yield path, child
+        else:
+            yield from _callables(child, path)
 
 
 def _keep_importable(root: str) -> None:
@@ -479,24 +517,25 @@ class _ConfigLoader(importlib.abc.Loader):
 
 
 def _check_givers_declared(module: Any, givers: list[Any]) -> None:
-    """Raises when config `module` holds, as one of its public values, the very mapping (a
-    LazyCall node or a plain dict: a config section) of a code module it imported: that module
-    is not executed afresh by the next load, so the edits this config makes to the section would
-    leak into every later load. Lists are left alone: code modules share public lists (a
-    counter, a list of class names) that configs read without meaning them as sections."""
-    held = {
-        id(value)
-        for name, value in vars(module).items()
-        if not name.startswith("_") and isinstance(value, dict | DictConfig)
-    }
+    """Raises when config `module` holds, anywhere in its public values, a section of a code
+    module it imported (the very object: a mapping, such as a LazyCall node or a plain dict, or
+    a list holding mappings, such as hooks or rules): that module is not executed afresh by the
+    next load, so the edits this config makes to the section would leak into every later load.
+    Lists of plain values (a counter, class names) are left alone: they are no sections."""
+    held: set[int] = set()
+    for name, value in vars(module).items():
+        if not name.startswith("_"):
+            _sections(value, held)
     if not held:
         return
     for giver in givers:
-        names = sorted(
-            name
-            for name, value in vars(giver).items()
-            if not name.startswith("_") and id(value) in held
-        )
+        names = []
+        for name, value in vars(giver).items():
+            found: set[int] = set()
+            if not name.startswith("_"):
+                _sections(value, found)
+            if found & held:
+                names.append(name)
         if not names:
             continue
         where = _shown(giver.__file__)
@@ -504,9 +543,31 @@ def _check_givers_declared(module: Any, givers: list[Any]) -> None:
         if hasattr(giver, "__path__"):  # a package's __init__.py is always a code module
             fix = "move them into a module of their own that declares `__config__ = True`"
         raise ConfigError(
-            f"{where} gives config values ({', '.join(names)}) to {_shown(module.__file__)} but "
-            f"does not declare itself a config; {fix}"
+            f"{where} gives config values ({', '.join(sorted(names))}) to "
+            f"{_shown(module.__file__)} but does not declare itself a config; {fix}"
         )
+
+
+def _sections(value: Any, out: set[int], depth: int = 0) -> None:
+    """Adds to `out` the ids of the sections reachable from `value`: mappings, and lists that
+    hold a mapping (interpolations are not resolved)."""
+    if depth > 16 or id(value) in out:
+        return
+    if isinstance(value, DictConfig):
+        children = [value._get_node(k) for k in value.keys()] if not value._is_none() else []
+    elif isinstance(value, ListConfig):
+        children = [value._get_node(i) for i in range(len(value))] if not value._is_none() else []
+    elif isinstance(value, dict):
+        children = list(value.values())
+    elif isinstance(value, list):
+        children = list(value)
+    else:
+        return
+    mappings = (dict, DictConfig)
+    if isinstance(value, mappings) or any(isinstance(c, mappings) for c in children):
+        out.add(id(value))
+    for child in children:
+        _sections(child, out, depth + 1)
 
 
 @contextmanager

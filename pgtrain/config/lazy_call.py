@@ -1,5 +1,6 @@
 """LazyCall and instantiate: configs that describe calls, and turning them into objects."""
 
+import contextlib
 import functools
 import importlib
 import inspect
@@ -100,11 +101,51 @@ def locate(name: str) -> Any:
         except AttributeError:
             break
         return obj
+    moved = _moved(name)
+    if moved != name:  # a config.yaml saved before pgtrain's modules moved
+        with contextlib.suppress(ConfigError):
+            return locate(moved)
     module, _, attr = name.rpartition(".")
     raise ConfigError(
         f"cannot import '{name}': check the spelling and that module '{module}' is importable "
         f"and defines '{attr}'"
     )
+
+
+# pgtrain's modules that moved, old path -> new path, so that a config.yaml an earlier pgtrain
+# saved (it names each callable by the module defining it) still loads.
+_MOVED_MODULES = {
+    "pgtrain.solver.lr_scheduler": "pgtrain.solver.schedules.lr_multiplier",
+    "pgtrain.solver.param_schedulers": "pgtrain.solver.schedules.param_schedulers",
+    "pgtrain.solver.schedule_units": "pgtrain.solver.schedules.units",
+    "pgtrain.solver.schedules": "pgtrain.solver.schedules.registry",
+    "pgtrain.param_groups.layer_decay": "pgtrain.param_groups.builders.layer_decay",
+    "pgtrain.param_groups.muon": "pgtrain.param_groups.builders.muon",
+    "pgtrain.param_groups.builders": "pgtrain.param_groups.builders.rules",
+    "pgtrain.engine.trainer": "pgtrain.engine.loop.trainer",
+    "pgtrain.engine.hook_base": "pgtrain.engine.loop.hook_base",
+    "pgtrain.engine.hooks": "pgtrain.engine.hooks.basic",
+    "pgtrain.engine.ema": "pgtrain.engine.hooks.ema",
+    "pgtrain.engine.param_group_stats": "pgtrain.engine.hooks.param_group_stats",
+    "pgtrain.engine.periodic_checkpointer": "pgtrain.engine.hooks.checkpoint",
+    "pgtrain.engine.launch": "pgtrain.engine.processes.launch",
+    "pgtrain.engine.preemption": "pgtrain.engine.processes.preemption",
+    "pgtrain.engine.slurm": "pgtrain.engine.processes.slurm",
+    "pgtrain.engine.parallel": "pgtrain.engine.strategy.fsdp",
+    "pgtrain.engine.ddp": "pgtrain.engine.strategy.ddp",
+    "pgtrain.engine.compile": "pgtrain.engine.strategy.compile",
+    "pgtrain.engine.run": "pgtrain.engine.run.build",
+    "pgtrain.engine.run_length": "pgtrain.engine.run.length",
+    "pgtrain.engine.settings": "pgtrain.engine.run.settings",
+    "pgtrain.engine.defaults": "pgtrain.engine.run.entry",
+}
+
+
+def _moved(name: str) -> str:
+    """`name` under the module path it has now, when its module is one that moved."""
+    module, _, attr = name.rpartition(".")
+    new = _MOVED_MODULES.get(module)
+    return f"{new}.{attr}" if new else name
 
 
 def instantiate(cfg: Any, _path: str = "") -> Any:

@@ -19,7 +19,13 @@ from pgtrain.engine.processes.preemption import (
     StopSignal,
     train_preemptibly,
 )
-from pgtrain.engine.run.build import Run, build_run, loader_effective_batch, resume_training_state
+from pgtrain.engine.run.build import (
+    Run,
+    build_run,
+    load_model,
+    loader_effective_batch,
+    resume_training_state,
+)
 from pgtrain.engine.run.entry import (
     RunRequest,
     add_grouping_arguments,
@@ -30,6 +36,7 @@ from pgtrain.engine.run.entry import (
     save_config,
     user_errors_exit,
 )
+from pgtrain.engine.run.evaluate import model_with_weights
 from pgtrain.engine.run.settings import (
     TrainSettings,
     check_run_config,
@@ -54,6 +61,8 @@ __all__ = [
     "add_grouping_arguments",
     "apply_grouping_arguments",
     "build_run",
+    "load_model",
+    "model_with_weights",
     "loader_effective_batch",
     "resume_training_state",
     "check_output_dir",

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pgtrain.utils import comm
+from pgtrain.utils import comm, sharding
 
 __all__ = ["DatasetEvaluator", "inference_on_dataset"]
 
@@ -39,14 +39,15 @@ def inference_on_dataset(
     data_loader: Iterable[Any],
     evaluator: DatasetEvaluator,
     *,
-    lockstep: bool = False,
+    lockstep: bool | None = None,
 ) -> dict[str, Any]:
     """Runs `model` in eval mode over `data_loader` and returns ``evaluator.evaluate()``.
 
     The model's training mode is restored afterwards. With `lockstep` (a model sharded by FSDP,
     ``run.strategy.lockstep_eval``), which gathers its parameters in every forward with all
     processes together, a process whose share of the data ended runs its last batch again (its
-    outputs unused) until every process is done.
+    outputs unused) until every process is done. None: lockstep when the model's parameters are
+    shards (`pgtrain.utils.sharding`) and there are several processes.
     """
     was_training = model.training
     model.eval()
@@ -54,6 +55,8 @@ def inference_on_dataset(
     start = time.perf_counter()
     count = 0
     # (batch, whether its outputs count)
+    if lockstep is None:
+        lockstep = comm.get_world_size() > 1 and any(map(sharding.is_sharded, model.parameters()))
     batches = _lockstep(data_loader) if lockstep else ((b, True) for b in data_loader)
     try:
         with torch.no_grad():

@@ -126,6 +126,51 @@ def test_taking_sections_from_an_undeclared_module_names_it_and_the_fix(project,
         LazyConfig.load(str(project / "derived.py"))
 
 
+def test_nested_sections_and_lists_of_sections_from_an_undeclared_module_are_refused(project):
+    # A section nested in the config's own dict, a list of LazyCall hooks and a list of rules:
+    # each is the code module's object, so the config's edits would reach the next load.
+    write(
+        project / "shared.py",
+        """
+        import torch
+        from pgtrain.config import LazyCall as L
+        TRAIN = L(torch.optim.SGD)(lr=0.1)
+        hooks = [L(torch.optim.SGD)(lr=0.2)]
+        rules = [dict(match="head.*", lr_mult=10)]
+        counts = [1, 2]  # plain values: no section
+        """,
+    )
+    cases = {
+        "nested.py": "from .shared import TRAIN\ndataloader = dict(train=TRAIN)\n",
+        "hooks_list.py": "from .shared import hooks\nhooks.append(None)\n",
+        "rules_list.py": "from . import shared\noptimizer = dict(rules=shared.rules)\n",
+    }
+    for file, text in cases.items():
+        write(project / file, text)
+        with pytest.raises(
+            ConfigError, match=r"shared\.py gives config values \((TRAIN|hooks|rules)\)"
+        ):
+            LazyConfig.load(str(project / file))
+    write(project / "counts.py", "from .shared import counts\nwidths = counts\n")
+    assert list(LazyConfig.load(str(project / "counts.py")).widths) == [1, 2]
+
+
+def test_a_class_defined_in_the_config_file_itself_is_one_line(project):
+    # Neither check_calls, a spawned process nor config.yaml can import a config's own class.
+    write(
+        project / "config.py",
+        """
+        from pgtrain.config import LazyCall as L
+        from pgtrain.engine import HookBase
+        class Inline(HookBase):
+            pass
+        hooks = [L(Inline)()]
+        """,
+    )
+    with pytest.raises(ConfigError, match=r"hooks\.0 uses 'Inline', defined in a config file"):
+        LazyConfig.load(str(project / "config.py"))
+
+
 def test_a_package_giving_sections_is_told_to_move_them(tmp_path):
     name = f"pkg_{uuid.uuid4().hex[:8]}"
     write(tmp_path / name / "__init__.py", "train = dict(max_iter=10)\n")

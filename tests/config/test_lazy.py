@@ -250,3 +250,30 @@ def test_a_project_outside_any_package_imports_its_own_modules_relatively(tmp_pa
     other = write(tmp_path / "my-proj" / "config.py", "from .widgets import knob\n")
     with pytest.raises(ConfigError, match=r"my-proj/config\.py: .*relative import"):
         LazyConfig.load(str(other))
+
+
+def test_a_config_yaml_saved_before_the_modules_moved_still_loads_and_builds(tmp_path):
+    # An earlier pgtrain wrote each callable's defining module: these paths have moved since.
+    from pgtrain.config import instantiate
+    from pgtrain.config.lazy_call import locate
+    from pgtrain.solver import LRMultiplier
+
+    (tmp_path / "config.yaml").write_text(
+        "lr_scheduler:\n"
+        "  _target_: pgtrain.solver.lr_scheduler.LRMultiplier\n"
+        "  max_iter: 10\n"
+        "  schedule:\n"
+        "    _target_: pgtrain.solver.schedules.build_schedule\n"
+        "    name: cosine\n"
+        "    max_iter: 10\n"
+    )
+    cfg = LazyConfig.load(str(tmp_path / "config.yaml"))
+    assert locate(cfg.lr_scheduler._target_) is LRMultiplier
+    model = torch.nn.Linear(2, 2)
+    cfg.lr_scheduler.optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    assert isinstance(instantiate(cfg.lr_scheduler), LRMultiplier)
+    assert locate("pgtrain.param_groups.layer_decay.layer_decay_param_groups").__name__ == (
+        "layer_decay_param_groups"
+    )
+    with pytest.raises(ConfigError, match=r"cannot import 'pgtrain.solver.lr_scheduler.Nope'"):
+        locate("pgtrain.solver.lr_scheduler.Nope")

@@ -66,6 +66,36 @@ def fsdp_runs(root: str) -> None:
         resume=True,
     )
     count_gradient_reductions(os.path.join(root, "syncs.json"))
+    uneven_evaluation(os.path.join(root, "uneven_eval.json"), "train.strategy=fsdp")
+
+
+def uneven_evaluation(out_path: str, *overrides: str) -> None:
+    """Evaluates the toy model (seeded, sharded under FSDP with ``overrides``) on 129 samples in
+    batches of 64 through the public `inference_on_dataset`, lockstep left to it: two processes
+    get 2 and 1 batches. Writes the metrics (rank 0)."""
+    from pgtrain.config import instantiate
+    from pgtrain.engine import build_run
+    from pgtrain.evaluation import inference_on_dataset
+    from pgtrain.utils import comm
+
+    cfg = LazyConfig.apply_overrides(
+        LazyConfig.load("configs/quick/toy.py"),
+        [
+            "train.fsdp.shard=[stem,head]",
+            "train.output_dir=",
+            "train.device=cpu",
+            "dataloader.test.dataset.num_samples=129",
+            "dataloader.test.batch_size=64",
+            *overrides,
+        ],
+    )
+    torch.manual_seed(0)
+    run = build_run(cfg, parallel=True)
+    test = cfg.dataloader
+    results = inference_on_dataset(run.model, instantiate(test.test), instantiate(test.evaluator))
+    if comm.is_main_process():
+        with open(out_path, "w") as f:
+            json.dump(results, f)
 
 
 def count_gradient_reductions(out_path: str, steps: int = 2) -> None:

@@ -90,3 +90,44 @@ def fail_on_rank_1(out_dir: str) -> None:
     comm.synchronize()  # never returns: rank 1 does not arrive
     with open(os.path.join(out_dir, "rank0_passed_barrier"), "w") as f:
         f.write("unexpected")
+
+
+def count_gradient_allreduces(out_dir: str) -> None:
+    """Two steps of 4 micro-batches on a DDP model, plain and compiled (torch.compile's wrapper
+    around DDP), with the run's strategy: the gradient all-reduces DDP made, per mode."""
+    from pgtrain.engine import Strategy, Trainer
+
+    class Quadratic(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(4, 2)
+
+        def forward(self, batch):
+            return {"loss": self.layer(batch).pow(2).mean()}
+
+    def batches():
+        while True:
+            yield torch.randn(3, 4)
+
+    counts = {}
+    for mode in ("plain", "compiled"):
+        torch.manual_seed(0)
+        ddp, calls = create_ddp_model(Quadratic()), []
+
+        def count(state, bucket, calls=calls):
+            calls.append(1)
+            done = torch.futures.Future()
+            done.set_result(bucket.buffer())
+            return done
+
+        ddp.register_comm_hook(None, count)
+        model = torch.compile(ddp, backend="eager") if mode == "compiled" else ddp
+        optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
+        trainer = Trainer(model, batches(), optimizer, accumulation=4, strategy=Strategy())
+        trainer._data_iter = batches()
+        for _ in range(2):
+            trainer.run_step()
+        counts[mode] = len(calls)
+    if comm.is_main_process():
+        with open(os.path.join(out_dir, "allreduces.json"), "w") as f:
+            json.dump(counts, f)

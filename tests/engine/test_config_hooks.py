@@ -67,3 +67,24 @@ def test_an_entry_that_is_no_hook_is_one_line_naming_it(tmp_path):
     cfg.hooks = {"a": 1}
     with pytest.raises(ConfigError, match="hooks: .* must be a list of hooks"):
         config_hooks(cfg)
+
+
+@pytest.mark.parametrize(
+    ("hooks", "message"),
+    [
+        ([L(NotAHook)(every=1)], r"hooks\.0: NotAHook is not a hook; give a subclass of"),
+        ([L(CountSteps)(), CountSteps], r"hooks\.1: CountSteps is not a hook call; give L\("),
+        (["CountSteps"], r"hooks\.0: 'CountSteps' is not a hook call"),
+        ({"count": L(CountSteps)()}, r"hooks: .* must be a list of hooks"),
+    ],
+)
+def test_bad_hooks_are_refused_with_the_settings_before_anything_is_built(
+    tmp_path, hooks, message
+):
+    from pgtrain.engine import check_run_config
+
+    cfg = toy_run(tmp_path)
+    cfg.hooks = hooks
+    with pytest.raises(ConfigError, match=message):
+        check_run_config(cfg)
+    assert not tmp_path.exists() or not any(tmp_path.iterdir())  # no folder, no file written

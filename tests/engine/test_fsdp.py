@@ -14,7 +14,7 @@ import torch
 from pgtrain.checkpoint.sharded import read_sharded
 from pgtrain.engine import launch
 from tests._loggers import loggers_restored
-from tests.engine._fsdp_targets import REGROUPED, fsdp_runs, train, vit_config
+from tests.engine._fsdp_targets import REGROUPED, fsdp_runs, train, uneven_evaluation, vit_config
 
 pytestmark = pytest.mark.slow
 
@@ -140,3 +140,12 @@ def test_fsdp_accumulation_reduces_gradients_once_per_step(runs):
     counts = json.loads((runs / "syncs.json").read_text())
     assert counts["1"] >= 2 * 3  # each step: the 2 blocks' units and the root's
     assert counts["4"] == counts["1"]  # not 4x: the micro-steps kept their gradients local
+
+
+def test_the_public_evaluation_of_a_sharded_model_on_uneven_shares_matches_one_process(runs):
+    # inference_on_dataset finds the shards itself (no lockstep argument): rank 1's share
+    # ends a batch early and runs its last batch again until rank 0 is done.
+    uneven_evaluation(str(runs / "one_process_eval.json"))
+    two = json.loads((runs / "uneven_eval.json").read_text())
+    one = json.loads((runs / "one_process_eval.json").read_text())
+    assert two == pytest.approx(one)

@@ -51,3 +51,15 @@ def test_the_run_carries_its_strategy_to_the_trainer(tmp_path):
     trainer = Trainer(run.train_model, run.loader, run.optimizer, strategy=run.strategy)
     assert trainer.strategy is run.strategy
     assert Trainer(run.train_model, run.loader, run.optimizer).strategy.name == "ddp"
+
+
+@pytest.mark.slow
+def test_accumulation_reduces_once_per_step_under_ddp_compiled_or_not(tmp_path):
+    import json
+
+    from pgtrain.engine import launch
+    from tests.engine import _launch_targets
+
+    launch(_launch_targets.count_gradient_allreduces, 2, args=(str(tmp_path),), backend="gloo")
+    counts = json.loads((tmp_path / "allreduces.json").read_text())
+    assert counts == {"plain": 2, "compiled": 2}  # 2 steps: one all-reduce each, not 4

@@ -171,6 +171,10 @@ def _check_eval_only_folders(tmp_path):
     cfg.train.init_checkpoint = str(other / "pretrained.pth")
     train_net.main(cfg, SimpleNamespace(eval_only=True, resume=False))
     assert (out / "eval_pretrained" / "results.json").exists()
+    # Weights that fit only part of the model (another head): refused, nothing evaluated.
+    cfg.model.num_classes = 3
+    with pytest.raises(ConfigError, match=r"does not fit the model whole \(2 of its tensors"):
+        train_net.main(cfg, SimpleNamespace(eval_only=True, resume=False))
 
 
 @pytest.mark.slow

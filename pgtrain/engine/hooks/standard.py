@@ -5,14 +5,15 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from omegaconf import ListConfig
+from omegaconf import DictConfig, ListConfig
 
 from pgtrain.config import instantiate
+from pgtrain.config.lazy_call import TARGET, locate
 from pgtrain.engine.hooks import basic, checkpoint, ema, lr_scheduler, param_group_stats
 from pgtrain.engine.loop.hook_base import HookBase
 from pgtrain.errors import ConfigError
 
-__all__ = ["default_hooks", "config_hooks"]
+__all__ = ["check_config_hooks", "config_hooks", "default_hooks"]
 
 
 def default_hooks(run: Any, evaluate: Callable[..., dict] | None = None) -> list[HookBase | None]:
@@ -52,6 +53,35 @@ def default_hooks(run: Any, evaluate: Callable[..., dict] | None = None) -> list
         basic.EvalHook(train.eval_period, test) if test is not None else None,
         basic.PeriodicWriter(writers, train.log_period),  # last: this step's eval metrics land too
     ]
+
+
+def check_config_hooks(cfg: Any) -> None:
+    """Checks the config's own hooks without building them (`check_run_config` calls it, before
+    any model or folder exists): ``hooks`` is a list of LazyCall nodes of `HookBase` subclasses
+    (or of functions that return one).
+
+    Raises:
+        ConfigError: one line naming ``hooks`` or the entry (``hooks.1``) and the fix.
+    """
+    nodes = cfg.get("hooks")
+    if nodes is None:
+        return
+    if not isinstance(nodes, ListConfig | list | tuple):
+        raise ConfigError(f"hooks: {nodes!r} must be a list of hooks, e.g. [L(MyHook)(period=10)]")
+    for i, node in enumerate(nodes):
+        target = node.get(TARGET) if isinstance(node, DictConfig | dict) else None
+        if target is None:
+            shown = getattr(node, "__name__", repr(node))
+            raise ConfigError(
+                f"hooks.{i}: {shown} is not a hook call; give L(MyHook)(...) with the hook class "
+                "(a subclass of pgtrain.engine.HookBase) and its arguments"
+            )
+        target = locate(target) if isinstance(target, str) else target
+        if isinstance(target, type) and not issubclass(target, HookBase):
+            raise ConfigError(
+                f"hooks.{i}: {target.__name__} is not a hook; give a subclass of "
+                "pgtrain.engine.HookBase (L(MyHook)(...))"
+            )
 
 
 def config_hooks(cfg: Any) -> list[HookBase]:

@@ -40,6 +40,7 @@ from pgtrain.utils import comm
 __all__ = [
     "Run",
     "build_run",
+    "load_model",
     "loader_effective_batch",
     "resume_training_state",
 ]
@@ -162,26 +163,9 @@ def build_run(
     if "train" in cfg:  # a tool checked it already; tests and benchmarks may call this directly
         check_run_config(cfg)  # typed values, every default filled in, before the model exists
     train = cfg.get("train") or {}
-    device = resolve_device(train.get("device", "auto")) if device is None else device
     strategy = Strategy.from_train(train)
-    model = instantiate(cfg.model, "model").to(device)
     # Weights first, so a `fresh` rule knows which parameters the initial weights did not provide.
-    # The run's one checkpointer: it reads the checkpoint once; the trainer's state and the RNG
-    # states wait in `weights` until the trainer exists (`resume_training_state`).
-    checkpointer = Checkpointer(
-        model,
-        train.get("output_dir", ""),
-        keep_last=(train.get("checkpoint") or {}).get("keep_last"),
-        save_to_disk=comm.is_main_process(),
-        sharded=strategy.sharded_checkpoints,
-    )
-    weights = checkpointer.resume_or_load(
-        train.get("init_checkpoint", ""),
-        resume=resume,
-        min_fraction=train.get("init_checkpoint_min_fraction", 0.5),
-        restore_state=False,
-        exclude=train.get("init_checkpoint_exclude") or (),
-    )
+    model, checkpointer, weights = load_model(cfg, resume=resume, device=device, strategy=strategy)
     if weights.resumed:
         _check_resumable(weights)
     # After the weights (a checkpoint loads into the whole model), before the groups: FSDP
@@ -240,6 +224,42 @@ def build_run(
         train_model,
         strategy,
     )
+
+
+def load_model(
+    cfg: DictConfig,
+    *,
+    resume: bool = False,
+    device: str | torch.device | None = None,
+    strategy: Strategy | None = None,
+) -> tuple[nn.Module, Checkpointer, CheckpointReport]:
+    """The model of ``cfg.model`` on its device with its weights: the last checkpoint of
+    ``train.output_dir`` when `resume` finds one, else ``train.init_checkpoint`` (the first step
+    of `build_run`; evaluation and the visualizer need no more).
+
+    Returns:
+        The model, the run's checkpointer (it read the checkpoint once: the trainer's state and
+        the RNG states wait in the report until the trainer exists), and the load's report.
+    """
+    train = cfg.get("train") or {}
+    device = resolve_device(train.get("device", "auto")) if device is None else device
+    strategy = strategy or Strategy.from_train(train)
+    model = instantiate(cfg.model, "model").to(device)
+    checkpointer = Checkpointer(
+        model,
+        train.get("output_dir", ""),
+        keep_last=(train.get("checkpoint") or {}).get("keep_last"),
+        save_to_disk=comm.is_main_process(),
+        sharded=strategy.sharded_checkpoints,
+    )
+    weights = checkpointer.resume_or_load(
+        train.get("init_checkpoint", ""),
+        resume=resume,
+        min_fraction=train.get("init_checkpoint_min_fraction", 0.5),
+        restore_state=False,
+        exclude=train.get("init_checkpoint_exclude") or (),
+    )
+    return model, checkpointer, weights
 
 
 def loader_effective_batch(data_loader: Any, accumulation: int = 1) -> int:

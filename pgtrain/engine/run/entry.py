@@ -134,7 +134,11 @@ class RunRequest:
 
 
 def prepare_run(
-    args: argparse.Namespace, *, datasets: bool = False, new_run: bool = False
+    args: argparse.Namespace,
+    *,
+    settings: bool = True,
+    datasets: bool = False,
+    new_run: bool = False,
 ) -> RunRequest:
     """The one entry path of the tools: loads ``args.config`` (its project's code included),
     applies ``args.opts`` and the grouping flags, checks every setting; all before any model,
@@ -143,6 +147,8 @@ def prepare_run(
     Args:
         args: the parsed command line (``config``, ``opts``; the grouping flags where the tool
             takes them; ``resume`` for `new_run`).
+        settings: check every setting (`check_run_config`); False for a tool that reads only
+            the datasets, so settings it does not use cannot refuse it.
         datasets: also check every COCO dataset of the config whole (`check_datasets`).
         new_run: the tool starts training: refuse an output folder that holds another run
             (``train.overwrite`` moves it aside instead: noted in ``warnings``).
@@ -152,7 +158,8 @@ def prepare_run(
     """
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config), getattr(args, "opts", []))
     request = RunRequest(cfg, apply_grouping_arguments(cfg, args))
-    check_run_config(cfg)
+    if settings:
+        check_run_config(cfg)
     if datasets:
         check_datasets(cfg)  # every COCO file whole, before the model, processes or folders
     if new_run:

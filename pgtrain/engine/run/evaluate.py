@@ -10,12 +10,20 @@ from torch import nn
 
 from pgtrain.checkpoint import Checkpointer
 from pgtrain.config import instantiate
-from pgtrain.engine.run.build import build_run
+from pgtrain.engine.run.build import load_model
 from pgtrain.errors import ConfigError
 from pgtrain.evaluation import inference_on_dataset
 from pgtrain.utils import comm
+from pgtrain.utils.suggest import listing
 
-__all__ = ["eval_output_dir", "eval_weights", "evaluate", "evaluate_weights", "test_metrics"]
+__all__ = [
+    "eval_output_dir",
+    "eval_weights",
+    "evaluate",
+    "evaluate_weights",
+    "model_with_weights",
+    "test_metrics",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -88,19 +96,40 @@ def eval_output_dir(cfg: DictConfig, weights: str) -> str:
     return folder
 
 
+def model_with_weights(cfg: DictConfig, weights: str) -> tuple[nn.Module, Any]:
+    """The model of ``cfg.model`` on ``train.device`` with exactly `weights` loaded (all of the
+    file: ``train.init_checkpoint_exclude`` does not apply; "" keeps the initialization), as
+    `build_run` loads a run's weights (`load_model`); returns it with the load's report. No
+    optimizer or loader is built."""
+    cfg = copy.deepcopy(cfg)  # the caller's config keeps its own weights
+    cfg.train.init_checkpoint, cfg.train.init_checkpoint_exclude = weights, []
+    model, _, report = load_model(cfg)
+    return model, report
+
+
 def evaluate_weights(cfg: DictConfig, resume: bool) -> dict[str, Any]:
-    """``--eval-only``: builds the run (`build_run`: the model with the weights `eval_weights`
-    names) and evaluates it; the evaluator writes into `eval_output_dir`."""
+    """``--eval-only``: the model with the weights `eval_weights` names, evaluated; the
+    evaluator writes into `eval_output_dir`.
+
+    Raises:
+        ConfigError: the weights do not fit the model whole (keys missing or of another shape):
+            the metrics would be those of a partly initialized model.
+    """
     weights = eval_weights(cfg, resume)
     folder = eval_output_dir(cfg, weights)
-    cfg = copy.deepcopy(cfg)  # the caller's config keeps its own output_dir and weights
+    cfg = copy.deepcopy(cfg)  # the caller's config keeps its own output_dir
     if folder:
         cfg.dataloader.evaluator.output_dir = folder
-    # Exactly these weights, whole: a checkpoint without training state evaluates too.
-    cfg.train.init_checkpoint, cfg.train.init_checkpoint_exclude = weights, []
-    run = build_run(cfg)
+    model, report = model_with_weights(cfg, weights)
+    unfit = [*report.missing, *(key for key, _, _ in report.shape_mismatched)]
+    if unfit:
+        raise ConfigError(
+            f"--eval-only: {weights} does not fit the model whole ({len(unfit)} of its tensors "
+            f"missing or of another shape: {listing(unfit, 3)}), so part of it would be evaluated "
+            "at its initialization; give the model.* settings the weights were trained with"
+        )
     if folder and comm.is_main_process():
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, _EVAL_MARKER), "w") as f:
             f.write(os.path.abspath(weights) + "\n")
-    return test_metrics(cfg, run.model, lockstep=run.strategy.lockstep_eval)
+    return test_metrics(cfg, model)

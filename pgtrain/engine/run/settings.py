@@ -27,6 +27,7 @@ from pgtrain.engine.hooks.basic import HookSettings
 from pgtrain.engine.hooks.checkpoint import CheckpointSettings
 from pgtrain.engine.hooks.ema import EMASettings
 from pgtrain.engine.hooks.param_group_stats import ParamGroupStatsSettings
+from pgtrain.engine.hooks.standard import check_config_hooks
 from pgtrain.engine.loop.trainer import TrainerSettings
 from pgtrain.engine.processes.launch import LaunchSettings
 from pgtrain.engine.run.length import RunLengthSettings, check_run_length
@@ -114,6 +115,7 @@ def check_run_config(cfg: DictConfig) -> None:
     for key in cfg.keys():
         if key != "train" and not OmegaConf.is_interpolation(cfg, key):
             check_calls(cfg._get_node(key), str(key))
+    check_config_hooks(cfg)
 
 
 def _resolved(node: Any, where: str) -> Any:

@@ -130,6 +130,8 @@ class Strategy:
         an accumulation step but the last), so each step communicates once."""
         if self.sharded:
             return _without_gradient_sync(comm.unwrap_model(model))
+        while type(model).__name__ == "OptimizedModule":  # torch.compile's wrapper
+            model = model._orig_mod
         if isinstance(model, torch.nn.parallel.DistributedDataParallel):
             return model.no_sync()
         return contextlib.nullcontext()
