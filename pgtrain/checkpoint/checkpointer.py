@@ -277,10 +277,7 @@ class Checkpointer:
             return CheckpointReport(path="")
         names = self._requested(checkpointables)
         logger.info("Loading checkpoint %s", path)
-        if is_sharded_checkpoint(path):
-            data = read_sharded(path)
-        else:
-            data = read_checkpoint(self.path_manager, path)
+        data = read_any_checkpoint(path, self.path_manager)
         model_state, rest = split_checkpoint(data, path)
         check_loadable_finite(model_state, path)
         if exact:
@@ -459,6 +456,18 @@ class Checkpointer:
     def _join(self, name: str) -> str:
         """Returns the path of `name` inside save_dir."""
         return os.path.join(self.save_dir, name)
+
+
+def read_any_checkpoint(path: str, path_manager: PathManager | None = None) -> Any:
+    """Reads a checkpoint file (``.pth``, on any iopath path) or a sharded checkpoint folder
+    (``.dcp``) onto the CPU, whole, as the file holds it.
+
+    Raises:
+        CheckpointError: missing, unreadable, unsafe or incomplete.
+    """
+    if is_sharded_checkpoint(path):
+        return read_sharded(path)
+    return read_checkpoint(path_manager or PathManager(), path)
 
 
 def _rng_of_every_rank() -> dict[str, Any]:
