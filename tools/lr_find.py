@@ -116,6 +116,10 @@ def report(result, run, base) -> list[str]:
             f"first to blow up: group '{group}' (gradient norm over 10x its early median at base "
             f"lr {lrs[i]:.3g}, iteration {i + 1})"
         )
+    else:
+        lines.append("no group's gradient norm passed 10x its early median before the end")
+    if result.steepest is not None:
+        lines.append(f"steepest descent of the smoothed loss at base lr {result.steepest:.3g}")
     if result.suggestion is None:
         lines.append(f"no suggestion: {result.rule}")
     else:
@@ -153,6 +157,7 @@ def _json(result, run, base, lines) -> dict:
         "configured_base_lr": base,
         "suggested_base_lr": result.suggestion,
         "rule": result.rule,
+        "steepest_descent_base_lr": result.steepest,
         "diverged_at": result.diverged_at,
         "first_blew_up": list(result.blew_up) if result.blew_up else None,
         "group_multiples": {

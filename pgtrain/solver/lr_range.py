@@ -56,6 +56,8 @@ class RangeResult:
         suggestion: the suggested base LR; rule: how it was chosen, in words.
         blew_up: ``(group, index)`` of the group whose gradient norm first passed BLOWUP x its
             early median; None when none did.
+        steepest: the base lr where the smoothed loss fell fastest before its minimum (shown for
+            comparison; None when it never fell).
     """
 
     base_lrs: list[float]
@@ -65,6 +67,7 @@ class RangeResult:
     suggestion: float | None
     rule: str
     blew_up: tuple[str, int] | None
+    steepest: float | None = None
 
 
 def diverged(smooth: Sequence[float], losses: Sequence[float]) -> bool:
@@ -79,9 +82,10 @@ def analyse_range(
     losses: Sequence[float],
     grad_norms: Mapping[str, Sequence[float]],
 ) -> RangeResult:
-    """Finds the suggestion: the base LR where the smoothed loss falls fastest (per log LR),
-    among the points before its minimum, skipping the first tenth (the average warming up);
-    and which group's gradient norm blew up first."""
+    """Finds the suggestion: a tenth of the base LR at the smoothed loss's minimum (before any
+    divergence), the rule of thumb of the LR range test's author; the steepest descent of the
+    smoothed loss before that minimum (skipping the first tenth, where the average warms up),
+    for comparison; and which group's gradient norm blew up first."""
     smooth = smoothed(losses)
     end = len(smooth)
     diverged_at = next(
@@ -96,25 +100,23 @@ def analyse_range(
         (smooth[i + 1] - smooth[i - 1]) / math.log(base_lrs[i + 1] / base_lrs[i - 1])
         for i in range(skip, min(lowest, stop - 1))
     ]
+    steepest = None
     if slopes and min(slopes) < 0:
-        best = skip + min(range(len(slopes)), key=slopes.__getitem__)
-        suggestion = base_lrs[best]
-        rule = (
-            f"steepest descent of the smoothed loss (EMA {BETA}) before its minimum at base lr "
-            f"{base_lrs[lowest]:.3g}"
-        )
-    elif stop:
+        steepest = base_lrs[skip + min(range(len(slopes)), key=slopes.__getitem__)]
+    if stop:
         suggestion = base_lrs[lowest] / 10
-        rule = f"a tenth of the base lr at the smoothed loss's minimum ({base_lrs[lowest]:.3g})"
+        rule = (
+            f"a tenth of the base lr at the smoothed loss's minimum ({base_lrs[lowest]:.3g})"
+        )
     else:
         suggestion, rule = None, "no finite loss: no suggestion"
     blew_up = _first_blowup(grad_norms, stop)
-    return RangeResult(list(base_lrs), list(losses), smooth, diverged_at, suggestion, rule, blew_up)
+    return RangeResult(
+        list(base_lrs), list(losses), smooth, diverged_at, suggestion, rule, blew_up, steepest
+    )
 
 
-def _first_blowup(
-    grad_norms: Mapping[str, Sequence[float]], stop: int
-) -> tuple[str, int] | None:
+def _first_blowup(grad_norms: Mapping[str, Sequence[float]], stop: int) -> tuple[str, int] | None:
     """The group whose gradient norm first passed BLOWUP x its median over the first fifth."""
     first = None
     for group, ratios in grad_norms.items():

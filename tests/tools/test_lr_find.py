@@ -46,7 +46,9 @@ def test_the_analysis_finds_divergence_the_suggestion_and_the_first_group_to_blo
     norms = {"backbone": [1.0] * 40 + [50.0] * 10, "head": [1.0] * 35 + [50.0] * 15}
     result = analyse_range(lrs, losses, norms)
     assert result.diverged_at is not None and result.diverged_at > 30
-    assert lrs[3] <= result.suggestion < lrs[30] and "steepest descent" in result.rule
+    lowest = min(range(result.diverged_at), key=result.smooth.__getitem__)
+    assert result.suggestion == pytest.approx(lrs[lowest] / 10) and "a tenth" in result.rule
+    assert lrs[3] <= result.steepest < lrs[lowest]
     assert result.blew_up == ("head", 35)
     # A loss that turns NaN diverges where it does; nothing finite: no suggestion.
     assert analyse_range(lrs[:5], [1.0, 0.9, math.nan, 1.0, 1.0], {}).diverged_at == 2
