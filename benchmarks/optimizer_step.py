@@ -5,14 +5,17 @@
 
 A ViT-B (STMixer's parameter names, 86 M parameters) with fixed gradients; its parameters in
 one group, or in the ``layer_decay`` builder's groups (decay 0.75, weight decay 0.05; 28 groups).
-Each setup's step time is divided by the step time of AdamW foreach with one group measured in
-the same repeat; the median over the repeats is printed:
+Each setup's step time is divided by the step times of AdamW foreach with one group and with the
+groups, measured right before it in the same repeat; the medians over the repeats are printed, a
+row as soon as it is measured:
 
 - AdamW foreach with the layer-decay groups: what the grouping itself costs (target <= 1.10),
 - AdamW per tensor (``foreach=False``: the for-loop kernels, torch's default on a CPU),
 - AdamW fused (``fused=True``, where the platform has it),
 - Muon + AdamW (`pgtrain.solver.MuonAdamW`): the blocks' weight matrices routed to Muon by four
-  rules on the same layer-decay groups (``optimizer="muon"``), the rest AdamW,
+  rules on the same layer-decay groups (``optimizer="muon"``), the rest AdamW; with the
+  Newton-Schulz dtype chosen for this machine (``ns_dtype="auto"``, printed), in bf16 and in fp32
+  (its ratio to AdamW foreach with the groups is Muon's cost on this machine),
 - AdamW compiled: ``train.compile.optimizer``'s `compile_optimizer_step` (one graph for all
   groups, LRs as tensors); it compiles once, before the repeats (the time is printed),
 - SGD foreach with one group and with the groups (the grouping's cost for SGD: target <= 1.10).
@@ -32,6 +35,7 @@ from param_groups import ViT, count_tensors
 from pgtrain.engine.strategy.compile import compile_optimizer_step
 from pgtrain.param_groups import build_param_groups
 from pgtrain.solver import MuonAdamW
+from pgtrain.solver.newton_schulz import fastest_dtype
 
 LR, WD = 1e-3, 0.05
 MUON_RULES = [
@@ -105,6 +109,12 @@ def main() -> None:
         "Muon + AdamW, groups": lambda: MuonAdamW(
             layered(rules=MUON_RULES), lr=LR, weight_decay=WD
         ),
+        "Muon + AdamW, NS bf16": lambda: MuonAdamW(
+            layered(rules=MUON_RULES), lr=LR, weight_decay=WD, ns_dtype="bf16"
+        ),
+        "Muon + AdamW, NS fp32": lambda: MuonAdamW(
+            layered(rules=MUON_RULES), lr=LR, weight_decay=WD, ns_dtype="fp32"
+        ),
         "SGD foreach, 1 group": lambda: torch.optim.SGD(
             model.parameters(), lr=LR, momentum=0.9, weight_decay=WD, foreach=True
         ),
@@ -112,40 +122,51 @@ def main() -> None:
             layered(), lr=LR, momentum=0.9, weight_decay=WD, foreach=True
         ),
     }
-    compiled = None
     if not args.no_compile:
         compiled, seconds = compiled_adamw(layered())
         print(
             f"AdamW compiled: the first step (compiling, {len(groups)} groups) took {seconds:.1f} s"
         )
+        setups["AdamW compiled, groups"] = lambda: compiled
+    ns = fastest_dtype(next(model.parameters()).device)
+    print(f"Muon's Newton-Schulz on this machine with ns_dtype='auto': {ns}")
+    base, adamw_groups = "AdamW foreach, 1 group", "AdamW foreach, groups"
+    print(f"{'setup':26} {'ms / step':>10} {'/ ' + base:>26} {'/ ' + adamw_groups:>24}")
     times: dict[str, list[float]] = {}
-    for _ in range(args.repeats):
-        for name, make in setups.items():
+    # Each setup against the baseline measured right before it, in every repeat: a row is
+    # printed as soon as it is measured, and drift in machine load cancels out of its ratios.
+    for name, make in setups.items():
+        ratios, against_groups = [], []
+        for _ in range(args.repeats):
+            reference = step_seconds(setups[base](), args.steps)
+            grouped = step_seconds(setups[adamw_groups](), args.steps)
             optimizer = make()
-            if optimizer is not None:
-                times.setdefault(name, []).append(step_seconds(optimizer, args.steps))
+            if optimizer is None:
+                break
+            seconds = step_seconds(optimizer, args.steps)
+            times.setdefault(name, []).append(seconds)
+            ratios.append(seconds / reference)
+            against_groups.append(seconds / grouped)
             del optimizer
-        if compiled is not None:
-            times.setdefault("AdamW compiled, groups", []).append(
-                step_seconds(compiled, args.steps)
-            )
-
-    def median_ratio(name: str, over: str = "AdamW foreach, 1 group") -> float:
-        """The median over the repeats of `name`'s step time over `over`'s in the same repeat."""
-        return statistics.median(s / b for s, b in zip(times[name], times[over], strict=True))
-
-    print(f"{'setup':26} {'ms / step':>10} {'/ AdamW foreach, 1 group':>26}")
-    for name, seconds in times.items():
-        print(f"{name:26} {statistics.median(seconds) * 1000:10.1f} {median_ratio(name):26.2f}")
-    if "AdamW fused, groups" not in times:
-        print("AdamW fused: not available on this platform")
-    adamw = median_ratio("AdamW foreach, groups")
-    sgd = median_ratio("SGD foreach, groups", over="SGD foreach, 1 group")
+        if name not in times:
+            print(f"{name:26} not available on this platform", flush=True)
+            continue
+        ms = statistics.median(times[name]) * 1000
+        print(
+            f"{name:26} {ms:10.1f} {statistics.median(ratios):26.2f} "
+            f"{statistics.median(against_groups):24.2f}",
+            flush=True,
+        )
+        if name == "AdamW foreach, groups":
+            grouping = statistics.median(ratios)
+        if name == "SGD foreach, 1 group":
+            sgd_one = times[name]
+        if name == "SGD foreach, groups":
+            sgd = statistics.median(s / o for s, o in zip(times[name], sgd_one, strict=True))
     print(
-        f"the grouping's own cost (groups / 1 group): AdamW {adamw:.2f}, SGD {sgd:.2f}"
+        f"the grouping's own cost (groups / 1 group): AdamW {grouping:.2f}, SGD {sgd:.2f}"
         "   target <= 1.10"
     )
-
 
 if __name__ == "__main__":
     main()

@@ -36,5 +36,6 @@ MuonAdamW = L(_MuonAdamW)(
     weight_decay=0.1,
     momentum=0.95,
     adjust_lr_fn="match_rms_adamw",
+    ns_dtype="auto",  # Newton-Schulz in bf16 where the device is fast at it, else fp32 (logged)
     betas=(0.9, 0.95),
 )

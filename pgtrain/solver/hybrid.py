@@ -14,6 +14,7 @@ error, as is loading a plain optimizer's state dict.
 """
 
 import inspect
+import math
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
@@ -23,6 +24,7 @@ from torch import Tensor
 from pgtrain.errors import ConfigError
 from pgtrain.param_groups.names import param_group_names
 from pgtrain.param_groups.settings import OPTIMIZER_PARTS
+from pgtrain.solver.newton_schulz import NS_DTYPES, orthogonalize, resolve_ns_dtype
 
 __all__ = ["FlatMuon", "HybridOptimizer", "MuonAdamW", "PARTS"]
 
@@ -30,15 +32,22 @@ PARTS = OPTIMIZER_PARTS  # the parts param groups are routed to, declared with t
 
 
 class FlatMuon(torch.optim.Muon):
-    """torch's Muon, also for conv filters: an N-D parameter (N > 2) is updated as the matrix
-    ``(out_channels, in_channels x kernel)``, the flattening Muon's authors use for convs.
+    """torch's Muon, also for conv filters, with its Newton-Schulz in the device's fastest dtype.
 
-    The update runs on 2-D views of the parameter, its gradient and its momentum buffer, so the
-    parameter keeps its shape and the arithmetic is torch's own. Muon's LR adjustment
-    (``adjust_lr_fn``) sees the flattened shape.
+    An N-D parameter (N > 2) is updated as the matrix ``(out_channels, in_channels x kernel)``,
+    the flattening Muon's authors use for convs: the update runs on 2-D views of the parameter,
+    its gradient and its momentum buffer, so the parameter keeps its shape. Muon's LR adjustment
+    (``adjust_lr_fn``) sees the flattened shape. The orthogonalization runs in ``ns_dtype``
+    (a group key): ``"auto"`` (the default) picks bf16 where the device multiplies bf16 matrices
+    at least as fast as fp32 (as torch's Muon always does), else fp32 (an AVX2 CPU, where bf16
+    is about 50x slower), and logs the choice; ``"bf16"`` gives torch's Muon to the bit.
     """
 
-    def __init__(self, params: Any, **kwargs: Any) -> None:
+    def __init__(self, params: Any, *, ns_dtype: str = "auto", **kwargs: Any) -> None:
+        if ns_dtype != "auto" and ns_dtype not in NS_DTYPES:
+            raise ConfigError(
+                f"ns_dtype={ns_dtype!r} is not a dtype; use 'auto' or one of {list(NS_DTYPES)}"
+            )
         # torch's Muon refuses non-2-D parameters in __init__: build through a 2-D-only view of
         # the check, then admit the N-D ones.
         groups = _as_groups(params)
@@ -54,6 +63,36 @@ class FlatMuon(torch.optim.Muon):
         # The checks passed on the 2-D views; the groups now hold the parameters themselves.
         for group, original in zip(self.param_groups, groups, strict=True):
             group["params"] = list(original["params"])
+            group.setdefault("ns_dtype", original.get("ns_dtype", ns_dtype))
+        self.defaults["ns_dtype"] = ns_dtype
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:
+        """One Muon step per group: momentum (Nesterov's, by default), the update orthogonalized
+        in the group's ``ns_dtype``, scaled by the shape's LR adjustment, decoupled weight
+        decay."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params: list[Tensor] = []
+            grads: list[Tensor] = []
+            buffers: list[Tensor] = []
+            self._init_group(group, params, grads, buffers)
+            if not params:
+                continue
+            dtype = resolve_ns_dtype(group.get("ns_dtype", "auto"), params[0].device)
+            lr, momentum = float(group["lr"]), group["momentum"]
+            for param, grad, buffer in zip(params, grads, buffers, strict=True):
+                buffer.lerp_(grad, 1 - momentum)
+                update = grad.lerp(buffer, momentum) if group["nesterov"] else buffer
+                update = orthogonalize(
+                    update, group["ns_coefficients"], group["ns_steps"], group["eps"], dtype
+                )
+                param.mul_(1 - lr * group["weight_decay"])
+                param.add_(update, alpha=-_shape_lr(lr, group["adjust_lr_fn"], param.shape))
+        return loss
 
     def _init_group(
         self,
@@ -74,6 +113,20 @@ class FlatMuon(torch.optim.Muon):
             grads.append(_matrix(p.grad))
             muon_momentum_bufs.append(_matrix(state["momentum_buffer"]))
         return False
+
+
+def _shape_lr(lr: float, rule: str | None, shape: torch.Size) -> float:
+    """Muon's LR for a matrix of `shape` (rows A, columns B): ``original`` (Keller Jordan's)
+    ``sqrt(max(1, A / B))``, ``match_rms_adamw`` (Moonlight's) ``0.2 sqrt(max(A, B))``,
+    ``spectral_unclamped`` ``sqrt(A / B)``, times `lr`."""
+    rows, cols = shape[0], shape[1]
+    if rule is None or rule == "original":
+        return lr * math.sqrt(max(1.0, rows / cols))
+    if rule == "match_rms_adamw":
+        return lr * 0.2 * math.sqrt(max(rows, cols))
+    if rule == "spectral_unclamped":
+        return lr * math.sqrt(rows / cols)
+    return lr
 
 
 def _matrix(t: Tensor) -> Tensor:
@@ -295,6 +348,9 @@ class MuonAdamW(HybridOptimizer):
         lr: the base LR (the builder's groups carry their own).
         weight_decay: the base weight decay.
         momentum, nesterov, ns_steps: Muon's.
+        ns_dtype: the dtype of Muon's Newton-Schulz iteration: ``"auto"`` (bf16 where the
+            device multiplies bf16 matrices at least as fast as fp32, else fp32; logged),
+            ``"bf16"`` (torch's Muon), ``"fp32"`` or ``"fp16"``.
         adjust_lr_fn: Muon's LR adjustment to each matrix's shape: ``match_rms_adamw`` (the
             default here: Moonlight's ``0.2 * sqrt(max(A, B))``, so one LR suits both parts),
             ``original`` (Keller Jordan's ``sqrt(max(1, A / B))``, with a Muon LR about 0.02) or
@@ -311,6 +367,7 @@ class MuonAdamW(HybridOptimizer):
         momentum: float = 0.95,
         nesterov: bool = True,
         ns_steps: int = 5,
+        ns_dtype: str = "auto",
         adjust_lr_fn: str | None = "match_rms_adamw",
         betas: tuple[float, float] = (0.9, 0.95),
         eps: float = 1e-8,
@@ -327,7 +384,7 @@ class MuonAdamW(HybridOptimizer):
         super().__init__(
             params,
             {
-                "muon": (FlatMuon, _part_kwargs(torch.optim.Muon, muon)),
+                "muon": (FlatMuon, {**_part_kwargs(torch.optim.Muon, muon), "ns_dtype": ns_dtype}),
                 "adamw": (torch.optim.AdamW, _part_kwargs(torch.optim.AdamW, adamw)),
             },
             default_part="adamw",
