@@ -1,6 +1,6 @@
 """An inventory of a model's parameters: names, owners, tied aliases and weight-decay hints."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -111,7 +111,7 @@ def collect_model_params(model: nn.Module) -> ModelParams:
     params = ModelParams(model)
     seen: dict[int, int] = {}
     seen_modules: set[int] = set()
-    for prefix, module in model.named_modules(remove_duplicate=False):
+    for prefix, module in _walk(model):
         if id(module) not in seen_modules:
             seen_modules.add(id(module))
             params.modules.append((prefix, module))
@@ -134,6 +134,22 @@ def collect_model_params(model: nn.Module) -> ModelParams:
         # A shared module is visited once per path, so the same alias can repeat.
         params.aliases[index] = list(dict.fromkeys(extra))
     return params
+
+
+def _walk(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """``(name, module)`` for `model` and every submodule, once per path (a shared module once
+    for each name it has), in ``named_modules()``'s order: its generator chain costs more than
+    the rest of collecting the parameters."""
+    stack = [("", model)]
+    while stack:
+        prefix, module = stack.pop()
+        yield prefix, module
+        children = [
+            (f"{prefix}.{name}" if prefix else name, child)
+            for name, child in module._modules.items()
+            if child is not None
+        ]
+        stack.extend(reversed(children))
 
 
 def _prefixed(prefix: str, declared: Iterable[str]) -> list[str]:

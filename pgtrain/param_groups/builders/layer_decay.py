@@ -122,12 +122,20 @@ def _declared_but_absent(model: nn.Module, params: ModelParams, skip: list[str])
     ``reg_token``) a given model may lack, and a fixed sin-cos ``pos_embed`` is a buffer; neither
     is a typo. Any other name that matches nothing stays an error (raised by the ``skip`` rule).
     """
-    declared = [*params.no_weight_decay_hints, *(n for n, _ in model.named_buffers())]
-
     def names(entry: str, candidates: Iterable[str]) -> bool:
         return any(c == entry or c.endswith("." + entry) for c in candidates)
 
-    return [e for e in skip if not names(e, params.all_names) and names(e, declared)]
+    missing = [e for e in skip if not names(e, params.all_names)]
+    if not missing:
+        return []
+    buffers = (  # from the modules the parameters were collected from: no second walk
+        f"{prefix}.{local}" if prefix else local
+        for prefix, module in params.modules
+        for local, buffer in module._buffers.items()
+        if buffer is not None
+    )
+    declared = [*params.no_weight_decay_hints, *buffers]
+    return [e for e in missing if names(e, declared)]
 
 
 def _depth(num_layers: int | None, found: int) -> int:
