@@ -20,7 +20,6 @@ import argparse
 import json
 import math
 import os
-import sys
 
 import matplotlib
 
@@ -82,24 +81,30 @@ def main(argv=None) -> list[str]:
     trainer.train(0, len(factors))
     base_lrs = [base * f for f in factors[: len(sweep.losses)]]
     result = analyse_range(base_lrs, sweep.losses, sweep.grad_norms)
-    lines = report(result, run, base)
+    multiples = group_multiples(run, base)
+    lines = report(result, multiples, base)
     os.makedirs(folder, exist_ok=True)
     plot(result, base, os.path.join(folder, "lr_find.png"), title=args.config)
     with open(os.path.join(folder, "lr_find.json"), "w") as f:
-        json.dump(_json(result, run, base, lines), f, indent=1)
+        json.dump(_json(result, multiples, base, lines), f, indent=1)
     lines.append(f"written: {folder}/lr_find.png, lr_find.json")
     for line in lines:
         print(line)
     return lines
 
 
-def report(result, run, base) -> list[str]:
-    """The lines the tool prints."""
+def group_multiples(run, base) -> dict[str, float]:
+    """Each group's configured LR over the base LR: what the sweep keeps."""
     groups = run.optimizer.param_groups
-    ratios = ", ".join(
-        f"{name} x{float(g.get('initial_lr', g['lr'])) / base:.3g}"
+    return {
+        name: float(g.get("initial_lr", g["lr"])) / base
         for name, g in zip(param_group_names(groups), groups, strict=True)
-    )
+    }
+
+
+def report(result, multiples, base) -> list[str]:
+    """The lines the tool prints."""
+    ratios = ", ".join(f"{name} x{m:.3g}" for name, m in multiples.items())
     lrs = result.base_lrs
     lines = [f"swept base lr {lrs[0]:.3g} -> {lrs[-1]:.3g} over {len(lrs)} iterations "]
     lines[0] += f"(every group at its configured multiple: {ratios})"
@@ -151,8 +156,7 @@ def plot(result, base, path, title="") -> None:
     plt.close(fig)
 
 
-def _json(result, run, base, lines) -> dict:
-    groups = run.optimizer.param_groups
+def _json(result, multiples, base, lines) -> dict:
     return {
         "configured_base_lr": base,
         "suggested_base_lr": result.suggestion,
@@ -160,10 +164,7 @@ def _json(result, run, base, lines) -> dict:
         "steepest_descent_base_lr": result.steepest,
         "diverged_at": result.diverged_at,
         "first_blew_up": list(result.blew_up) if result.blew_up else None,
-        "group_multiples": {
-            name: float(g.get("initial_lr", g["lr"])) / base
-            for name, g in zip(param_group_names(groups), groups, strict=True)
-        },
+        "group_multiples": multiples,
         "base_lrs": result.base_lrs,
         "losses": result.losses,
         "smoothed": result.smooth,
@@ -174,4 +175,3 @@ def _json(result, run, base, lines) -> dict:
 if __name__ == "__main__":
     with user_errors_exit():
         main()
-        sys.exit(0)

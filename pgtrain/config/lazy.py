@@ -227,17 +227,7 @@ def _check_no_config_callables(content: Any, config_modules: set[str], path: str
 def _callables(node: Any, where: str) -> Iterator[tuple[str, Any]]:
     """``(config key, value)`` for every class or function a config holds (interpolations are
     not resolved)."""
-    if isinstance(node, DictConfig):
-        items = [(k, node._get_node(k)) for k in node.keys()]
-    elif isinstance(node, ListConfig):
-        items = [(i, node._get_node(i)) for i in range(len(node))]
-    elif isinstance(node, dict):
-        items = list(node.items())
-    elif isinstance(node, list | tuple):
-        items = list(enumerate(node))
-    else:
-        return
-    for key, child in items:
+    for key, child in _items(node) or []:
         path = f"{where}.{key}" if where else str(key)
         if isinstance(child, ValueNode):
             child = child._value()
@@ -551,23 +541,31 @@ def _check_givers_declared(module: Any, givers: list[Any]) -> None:
 def _sections(value: Any, out: set[int], depth: int = 0) -> None:
     """Adds to `out` the ids of the sections reachable from `value`: mappings, and lists that
     hold a mapping (interpolations are not resolved)."""
-    if depth > 16 or id(value) in out:
+    items = _items(value)
+    if items is None or depth > 16 or id(value) in out:
         return
-    if isinstance(value, DictConfig):
-        children = [value._get_node(k) for k in value.keys()] if not value._is_none() else []
-    elif isinstance(value, ListConfig):
-        children = [value._get_node(i) for i in range(len(value))] if not value._is_none() else []
-    elif isinstance(value, dict):
-        children = list(value.values())
-    elif isinstance(value, list):
-        children = list(value)
-    else:
-        return
+    children = [child for _, child in items]
     mappings = (dict, DictConfig)
     if isinstance(value, mappings) or any(isinstance(c, mappings) for c in children):
         out.add(id(value))
     for child in children:
         _sections(child, out, depth + 1)
+
+
+def _items(node: Any) -> list[tuple[Any, Any]] | None:
+    """``(key, child)`` of a config container (a DictConfig's or ListConfig's nodes as stored,
+    interpolations unresolved; a dict's or list's values); None for anything else."""
+    if isinstance(node, DictConfig | ListConfig) and node._is_none():
+        return []
+    if isinstance(node, DictConfig):
+        return [(k, node._get_node(k)) for k in node.keys()]
+    if isinstance(node, ListConfig):
+        return [(i, node._get_node(i)) for i in range(len(node))]
+    if isinstance(node, dict):
+        return list(node.items())
+    if isinstance(node, list | tuple):
+        return list(enumerate(node))
+    return None
 
 
 @contextmanager

@@ -14,6 +14,7 @@ from typing import Any
 from pgtrain.param_groups.audit import named_groups
 from pgtrain.param_groups.record import ParamGroups
 from pgtrain.param_groups.report import values_differ
+from pgtrain.utils.checks import as_real
 from pgtrain.utils.suggest import listing
 
 __all__ = [
@@ -137,8 +138,8 @@ def view_of_checkpoint(label: str, contents: Mapping[str, Any]) -> GroupingView 
         factors.add(group.get("lr_factor"))
         rows[name] = ParamRow(
             gname,
-            _number(group.get("initial_lr", group.get("lr"))),
-            _number(group.get("weight_decay")),
+            as_real(group.get("initial_lr", group.get("lr"))),
+            as_real(group.get("weight_decay")),
             group.get("optimizer"),
             None if fresh is None else name in fresh,
             tuple(group.get("rules") or ()),
@@ -151,9 +152,9 @@ def view_of_checkpoint(label: str, contents: Mapping[str, Any]) -> GroupingView 
         label,
         rows,
         others,
-        _number(bases.get("base_lr")),
-        _number(bases.get("base_weight_decay")),
-        _number(factor),
+        as_real(bases.get("base_lr")),
+        as_real(bases.get("base_weight_decay")),
+        as_real(factor),
         state.get("optimizer"),
     )
 
@@ -304,6 +305,3 @@ def _value(value: Any) -> str:
 def _hashable(value: Any) -> Any:
     return round(value, 12) if isinstance(value, float) else value
 
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

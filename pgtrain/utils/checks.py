@@ -5,7 +5,7 @@ Each returns whether a value is acceptable, so the caller's message keeps naming
 
 from typing import Any
 
-__all__ = ["is_real", "is_whole"]
+__all__ = ["as_real", "is_real", "is_whole"]
 
 
 def is_whole(value: Any, at_least: int | None = None, at_most: int | None = None) -> bool:
@@ -32,3 +32,8 @@ def is_real(
         and (above is None or value > above)
         and (below is None or value < below)
     )
+
+
+def as_real(value: Any) -> float | None:
+    """`value` as a float when it is a real number (not a bool), else None (unknown)."""
+    return float(value) if is_real(value) else None

@@ -5,7 +5,6 @@ a saved config.yaml names the project's code modules and imports them when it is
 import os
 import subprocess
 import sys
-import textwrap
 import uuid
 
 import pytest
@@ -14,14 +13,9 @@ from omegaconf import DictConfig
 
 from pgtrain.config import LazyConfig
 from pgtrain.errors import ConfigError
+from tests.config.test_lazy import write
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def write(path, text):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 @pytest.fixture

@@ -88,13 +88,12 @@ def config_hooks(cfg: Any) -> list[HookBase]:
     """The config's own hooks (``hooks``, a list of LazyCall nodes), instantiated.
 
     Raises:
-        ConfigError: ``hooks`` is not a list, or an entry is not a `HookBase`.
+        ConfigError: what `check_config_hooks` refuses, or an entry (a function) that built
+            something other than a `HookBase`.
     """
-    nodes = cfg.get("hooks") or []
-    if not isinstance(nodes, ListConfig | list | tuple):
-        raise ConfigError(f"hooks: {nodes!r} must be a list of hooks, e.g. [L(MyHook)(period=10)]")
+    check_config_hooks(cfg)
     hooks = []
-    for i, node in enumerate(nodes):
+    for i, node in enumerate(cfg.get("hooks") or []):
         hook = instantiate(node, f"hooks.{i}")
         if not isinstance(hook, HookBase):
             raise ConfigError(

@@ -36,6 +36,7 @@ from pgtrain.solver import (
     effective_batch_size,
 )
 from pgtrain.utils import comm
+from pgtrain.utils.checks import as_real
 
 __all__ = [
     "Run",
@@ -277,10 +278,10 @@ def _complete_record(groups: ParamGroups, optimizer_cfg: Any) -> None:
     record, options = groups.record, optimizer_cfg.get("params") or {}
     derive = record.base_lr is None
     if derive:
-        record.base_lr = _number(options.get("lr", optimizer_cfg.get("lr")))
+        record.base_lr = as_real(options.get("lr", optimizer_cfg.get("lr")))
     if record.base_weight_decay is None:
         default = optimizer_cfg.get("weight_decay")
-        record.base_weight_decay = _number(options.get("weight_decay", default))
+        record.base_weight_decay = as_real(options.get("weight_decay", default))
     for group in groups:
         for name in group["param_names"]:
             decision = record.decisions[name]
@@ -291,9 +292,6 @@ def _complete_record(groups: ParamGroups, optimizer_cfg: Any) -> None:
             if derive and record.base_lr:
                 decision.lr_scale = decision.lr / record.base_lr
 
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _schedule_units(cfg: Any) -> list[str]:
