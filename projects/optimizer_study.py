@@ -20,7 +20,14 @@ the Mask R-CNN run. ``--only vit`` or ``--only maskrcnn`` runs one part.
 import argparse
 import os
 
-from projects.study import final_metrics, median_step_time, metrics_records, train_net
+from projects.study import (
+    final_metrics,
+    markdown_table,
+    median_step_time,
+    metrics_records,
+    train_net,
+    write_results,
+)
 
 SCRATCH = {  # the pre-training runs: equal data, model, schedule and base LR
     "adamw": ["--config", "projects/vit/pretrain_config.py"],
@@ -74,11 +81,8 @@ def vit_study(out: str, scratch_iters: int, finetune_iters: int) -> list[str]:
             )
             stage = f"fine-tune 6-9 from the {NAMES[base]} model"
             rows.append(vit_row(stage, optimizer, finetune_iters, run_dir))
-    return [
-        "| ViT on digits | optimizer | iterations | val top-1 (%) | last loss | s / iteration |",
-        "|---|---|---|---|---|---|",
-        *rows,
-    ]
+    header = ["ViT on digits", "optimizer", "iterations", "val top-1 (%)", "last loss"]
+    return markdown_table([*header, "s / iteration"], rows)
 
 
 def maskrcnn_study(out: str, iters: int | None) -> list[str]:
@@ -86,13 +90,14 @@ def maskrcnn_study(out: str, iters: int | None) -> list[str]:
     length = [f"train.max_iter={iters}"] if iters else []
     run(run_dir, ["--config", "projects/maskrcnn/config.py"], "train.ema.enabled=True", *length)
     m = final_metrics(run_dir, "ema/segm/AP")
-    return [
-        "| Mask R-CNN main job | segm AP | bbox AP | segm AP50 |",
-        "|---|---|---|---|",
-        f"| trained weights | {m['segm/AP']:.3f} | {m['bbox/AP']:.3f} | {m['segm/AP50']:.3f} |",
-        f"| EMA of the weights | {m['ema/segm/AP']:.3f} | {m['ema/bbox/AP']:.3f} | "
-        f"{m['ema/segm/AP50']:.3f} |",
-    ]
+    return markdown_table(
+        ["Mask R-CNN main job", "segm AP", "bbox AP", "segm AP50"],
+        [
+            f"| trained weights | {m['segm/AP']:.3f} | {m['bbox/AP']:.3f} | {m['segm/AP50']:.3f} |",
+            f"| EMA of the weights | {m['ema/segm/AP']:.3f} | {m['ema/bbox/AP']:.3f} | "
+            f"{m['ema/segm/AP50']:.3f} |",
+        ],
+    )
 
 
 def main() -> None:
@@ -109,11 +114,7 @@ def main() -> None:
         tables.append(vit_study(out, args.scratch_iters, args.finetune_iters))
     if args.only in (None, "maskrcnn"):
         tables.append(maskrcnn_study(out, args.maskrcnn_iters))
-    text = "\n\n".join("\n".join(t) for t in tables)
-    os.makedirs(out, exist_ok=True)
-    with open(f"{out}/results.md", "w") as f:
-        f.write(text + "\n")
-    print(text)
+    write_results(out, *tables)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,15 @@ import statistics
 import subprocess
 import sys
 
-__all__ = ["ROOT", "train_net", "metrics_records", "final_metrics", "median_step_time"]
+__all__ = [
+    "ROOT",
+    "final_metrics",
+    "markdown_table",
+    "median_step_time",
+    "metrics_records",
+    "train_net",
+    "write_results",
+]
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,3 +54,18 @@ def median_step_time(run_dir: str) -> float:
     if not times:
         raise RuntimeError(f"{run_dir}/metrics.json has no 'time' record")
     return statistics.median(times)
+
+
+def markdown_table(header: list[str], rows: list[str]) -> list[str]:
+    """The lines of a markdown table: `header`'s cells, the separator, then `rows` (lines)."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows]
+
+
+def write_results(out: str, *tables: list[str]) -> None:
+    """Writes the tables (lists of lines) to ``<out>/results.md``, a blank line between them,
+    and prints them."""
+    text = "\n\n".join("\n".join(t) for t in tables)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(text + "\n")
+    print(text)

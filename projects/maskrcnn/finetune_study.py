@@ -20,7 +20,7 @@ import argparse
 import os
 import shutil
 
-from projects.study import final_metrics, train_net
+from projects.study import final_metrics, markdown_table, train_net, write_results
 
 BASE_CONFIG = "projects/maskrcnn/config.py"
 FINETUNE_CONFIG = "projects/maskrcnn/finetune_config.py"
@@ -98,16 +98,8 @@ def main() -> None:
     rows.append(
         row("uniform, then resumed with --head-lr-multiplier 10", total, final_metrics(resumed))
     )
-    table = "\n".join(
-        [
-            "| fine-tuning on set B | iterations | segm AP | bbox AP | mask area ratio | matched |",
-            "|---|---|---|---|---|---|",
-            *rows,
-        ]
-    )
-    with open(f"{out}/results.md", "w") as f:
-        f.write(table + "\n")
-    print(table)
+    header = ["fine-tuning on set B", "iterations", "segm AP", "bbox AP", "mask area ratio"]
+    write_results(out, markdown_table([*header, "matched"], rows))
 
 
 if __name__ == "__main__":

@@ -42,8 +42,9 @@ class PairOrDictMLP(MLPClassifier):
         return super().forward(batch)
 
 
-def exact_resume_config(out: str, *, as_tuple: bool):
-    """The toy config on the workload above: 12 iterations, a checkpoint every 5."""
+def exact_resume_config(out: str, *more: str, as_tuple: bool):
+    """The toy config on the workload above: 12 iterations, a checkpoint every 5; `more`:
+    overrides on top."""
     from tests._repo_configs import TOY
 
     cfg = LazyConfig.load(TOY)
@@ -61,11 +62,12 @@ def exact_resume_config(out: str, *, as_tuple: bool):
         "train.log_period=4",
         "train.param_group_stats_period=0",
         "optimizer.momentum=0.9",
+        *more,
     ]
     return LazyConfig.apply_overrides(cfg, overrides)
 
 
-def train_unbroken_and_resumed(out: str, as_tuple: bool) -> None:
+def train_unbroken_and_resumed(out: str, as_tuple: bool, *more: str) -> None:
     """Trains unbroken in ``out/unbroken``, then resumes ``out/resumed`` from the unbroken run's
     checkpoint after iteration 4 (what a run stopped there left), each as a fresh process
     would (`default_setup` seeds every rank)."""
@@ -73,7 +75,7 @@ def train_unbroken_and_resumed(out: str, as_tuple: bool) -> None:
 
     torch.set_num_threads(1)
     unbroken, resumed = os.path.join(out, "unbroken"), os.path.join(out, "resumed")
-    cfg = exact_resume_config(unbroken, as_tuple=as_tuple)
+    cfg = exact_resume_config(unbroken, *more, as_tuple=as_tuple)
     train_net.main(cfg, SimpleNamespace(eval_only=False, resume=False))
     if comm.is_main_process():
         os.makedirs(resumed)
@@ -81,7 +83,7 @@ def train_unbroken_and_resumed(out: str, as_tuple: bool) -> None:
         with open(os.path.join(resumed, "last_checkpoint"), "w") as f:
             f.write(CHECKPOINT)
     comm.synchronize()
-    cfg = exact_resume_config(resumed, as_tuple=as_tuple)
+    cfg = exact_resume_config(resumed, *more, as_tuple=as_tuple)
     train_net.main(cfg, SimpleNamespace(eval_only=False, resume=True))
 
 

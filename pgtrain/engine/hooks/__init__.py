@@ -14,11 +14,13 @@ from pgtrain.engine.hooks.ema import EMAHook
 from pgtrain.engine.hooks.lr_scheduler import BatchSizeLRScalingHook, LRSchedulerHook
 from pgtrain.engine.hooks.param_group_stats import ParamGroupStatsHook
 from pgtrain.engine.hooks.standard import config_hooks, default_hooks
+from pgtrain.engine.hooks.unfreeze import GradualUnfreezing
 
 __all__ = [
     "BatchSizeLRScalingHook",
     "EMAHook",
     "EvalHook",
+    "GradualUnfreezing",
     "IterationTimer",
     "LRSchedulerHook",
     "NonFiniteLossGuard",

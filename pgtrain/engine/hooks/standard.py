@@ -9,7 +9,7 @@ from omegaconf import DictConfig, ListConfig
 
 from pgtrain.config import instantiate
 from pgtrain.config.lazy_call import TARGET, locate
-from pgtrain.engine.hooks import basic, checkpoint, ema, lr_scheduler, param_group_stats
+from pgtrain.engine.hooks import basic, checkpoint, ema, lr_scheduler, param_group_stats, unfreeze
 from pgtrain.engine.loop.hook_base import HookBase
 from pgtrain.errors import ConfigError
 
@@ -33,7 +33,13 @@ def default_hooks(run: Any, evaluate: Callable[..., dict] | None = None) -> list
     writers = basic.default_writers(
         train.output_dir, train.max_iter, train.iters_per_epoch, run.effective_batch
     )
+    unfreezing = None
+    if run.unfreezing is not None:
+        unfreezing = unfreeze.GradualUnfreezing(
+            run.unfreezing, run.groups, run.scheduler, train.unfreeze.norm_eval
+        )
     return [
+        unfreezing,  # which groups train this step: before anything reads the gradients
         basic.IterationTimer(),
         # after_backward: stops before the optimizer steps on a NaN loss
         basic.NonFiniteLossGuard(),

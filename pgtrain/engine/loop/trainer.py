@@ -108,6 +108,9 @@ class Trainer:
         # with the trainer so a resume can say what changed against the checkpoint.
         self.param_group_bases: dict[str, Any] = {}
         self.resumed_zero_based = False
+        # Modules that stay in eval mode while the model trains (the batch norm layers of groups
+        # that gradual unfreezing holds: their running statistics do not move).
+        self.eval_modules: list[nn.Module] = []
         self._hooks: list[HookBase] = []
         self._data_iter: Iterator[Any] | None = None
 
@@ -152,6 +155,8 @@ class Trainer:
     def run_step(self) -> None:
         """Runs one iteration: micro-batches forward/backward, `after_backward`, clip, step."""
         self.model.train()
+        for module in self.eval_modules:
+            module.eval()
         train_mode(self.optimizer)  # schedule-free optimizers: parameters at the training point
         self.optimizer.zero_grad(set_to_none=True)
         data_time = 0.0

@@ -20,6 +20,7 @@ from torch import nn
 from pgtrain.checkpoint import Checkpointer, CheckpointReport
 from pgtrain.checkpoint.output_dir import set_aside_old_numbering
 from pgtrain.config import instantiate
+from pgtrain.engine.hooks.unfreeze import UnfreezePlan
 from pgtrain.engine.run.length import RunLength, needs_epoch_length
 from pgtrain.engine.run.resume import checkpoint_position, convert_position
 from pgtrain.engine.run.settings import check_run_config
@@ -76,6 +77,8 @@ class Run:
             (sharded under FSDP, or built without ``parallel``).
         strategy: how the processes share the model (``train.strategy``), applied to
             `train_model` when built with ``parallel``; the trainer, hooks and evaluation ask it.
+        unfreezing: the gradual unfreezing plan (``train.unfreeze``), already applied to the
+            schedule (held groups at LR 0, then their warmup); None without stages.
     """
 
     cfg: DictConfig
@@ -91,6 +94,7 @@ class Run:
     notes: list[str] = field(default_factory=list)
     train_model: nn.Module | None = None
     strategy: Strategy = field(default_factory=Strategy)
+    unfreezing: UnfreezePlan | None = None
 
     def __post_init__(self) -> None:
         if self.train_model is None:
@@ -200,6 +204,12 @@ def build_run(
             train.get("iters_per_epoch"),
             in_epochs=train.get("epochs") is not None,
         )
+    unfreezing = UnfreezePlan.of(
+        train.get("unfreeze"), optimizer, train.get("max_iter"), train.get("iters_per_epoch")
+    )
+    if unfreezing is not None:
+        unfreezing.hold_schedules(scheduler)
+        notes = [*notes, *unfreezing.describe(train.get("iters_per_epoch"))]
     lr_scaling = None
     if reference or dynamic:
         # One factor on every group's LR (the scheduler's lr_factor): the groups keep the
@@ -224,6 +234,7 @@ def build_run(
         list(notes),
         train_model,
         strategy,
+        unfreezing,
     )
 
 
@@ -291,7 +302,6 @@ def _complete_record(groups: ParamGroups, optimizer_cfg: Any) -> None:
                 decision.weight_decay = float(group.get("weight_decay", 0.0))
             if derive and record.base_lr:
                 decision.lr_scale = decision.lr / record.base_lr
-
 
 
 def _schedule_units(cfg: Any) -> list[str]:

@@ -22,6 +22,7 @@ __all__ = [
     "check_run_length",
     "iterations_of",
     "needs_epoch_length",
+    "period_problem",
     "period_setting",
 ]
 
@@ -32,20 +33,26 @@ PERIOD_KEYS = ("eval_period", "checkpoint.period")
 PERIOD = "a whole number of iterations >= {least}, or epochs > 0 written like '2ep'"
 
 
+def period_problem(value: Any, least: int) -> str | None:
+    """None when `value` is a period: a whole number of iterations >= `least` or epochs > 0
+    written ``"2ep"``; else what it must be (for a message)."""
+    if isinstance(value, str):
+        match = _EPOCHS.match(value)
+        fine = match is not None and float(match["n"]) > 0  # "0ep" would mean every step
+    else:
+        fine = isinstance(value, int) and not isinstance(value, bool) and value >= least
+    return None if fine else PERIOD.format(least=least)
+
+
 def period_setting(default: int, doc: str, least: int) -> Any:
     """Declares a period setting (``int | str``): iterations (at least `least`) or epochs
     written ``"2ep"``; see `pgtrain.config.schema.setting`."""
-    expects = PERIOD.format(least=least)
-
-    def check(value: Any) -> str | None:
-        if isinstance(value, str):
-            match = _EPOCHS.match(value)
-            fine = match is not None and float(match["n"]) > 0  # "0ep" would mean every step
-        else:
-            fine = value >= least
-        return None if fine else expects
-
-    return setting(default, doc, check=check, expects=expects)
+    return setting(
+        default,
+        doc,
+        check=lambda value: period_problem(value, least),
+        expects=PERIOD.format(least=least),
+    )
 
 
 @dataclass
@@ -86,12 +93,18 @@ def check_run_length(train: Any) -> None:
 
 def needs_epoch_length(cfg: Any) -> bool:
     """Whether building the run needs the train dataset's epoch length: ``train.epochs``, a
-    period in epochs, or a schedule with ``unit="epoch"`` (the loader is built then)."""
+    period or an unfreezing stage in epochs, or a schedule with ``unit="epoch"`` (the loader is
+    built then)."""
     train = cfg.get("train") or {}
     if train.get("epochs") is not None:
         return True
     if any(isinstance(_get(train, key), str) for key in PERIOD_KEYS):
         return True
+    stages = _get(train, "unfreeze.stages") or ()
+    if any(
+        isinstance(v, str) for stage in stages if hasattr(stage, "values") for v in stage.values()
+    ):
+        return True  # gradual unfreezing at "1ep"
     return _mentions_epoch_unit(cfg.get("lr_scheduler"))
 
 

@@ -28,6 +28,7 @@ from pgtrain.engine.hooks.checkpoint import CheckpointSettings
 from pgtrain.engine.hooks.ema import EMASettings
 from pgtrain.engine.hooks.param_group_stats import ParamGroupStatsSettings
 from pgtrain.engine.hooks.standard import check_config_hooks
+from pgtrain.engine.hooks.unfreeze import UnfreezeSettings
 from pgtrain.engine.loop.trainer import TrainerSettings
 from pgtrain.engine.processes.launch import LaunchSettings
 from pgtrain.engine.run.length import RunLengthSettings, check_run_length
@@ -91,6 +92,7 @@ class TrainSettings(  # the last base's settings come first (dataclasses' order)
     lr_scaling: LRScalingSettings = section(LRScalingSettings, "batch-size LR scaling")
     compile: CompileSettings = section(CompileSettings, "torch.compile")
     ema: EMASettings = section(EMASettings, "an EMA of the weights")
+    unfreeze: UnfreezeSettings = section(UnfreezeSettings, "gradual unfreezing")
 
 
 def train_defaults() -> dict:

@@ -120,6 +120,27 @@ class Strategy:
         self.sharded = True
         return shard_model(model, **self.options)
 
+    def rewrap(self, model: nn.Module) -> nn.Module:
+        """Returns the module to train after the set of parameters that require gradients changed
+        (gradual unfreezing). DDP registers that set when it wraps, so a DDP model is wrapped
+        anew (inside the same ``torch.compile`` wrapper, if any), without the broadcast of the
+        first wrap: the replicas are already equal. A sharded model is itself: FSDP2 reads each
+        shard's ``requires_grad`` at every all-gather and reduces only existing gradients."""
+        compiled = model if type(model).__name__ == "OptimizedModule" else None
+        inner = compiled._orig_mod if compiled is not None else model
+        if not isinstance(inner, torch.nn.parallel.DistributedDataParallel):
+            return model
+        ddp = create_ddp_model(inner.module, init_sync=False, **self.options)
+        params = list(inner.module.parameters())
+        logger.info(
+            "DDP wrapped anew%s: %d of %d parameter tensors reduce gradients now",
+            " inside torch.compile's wrapper" if compiled is not None else "",
+            sum(p.requires_grad for p in params),
+            len(params),
+        )
+        # The same compiled wrapper type and compile settings around the new DDP module.
+        return ddp if compiled is None else type(compiled)(ddp, compiled.dynamo_ctx)
+
     @staticmethod
     def unwrap(model: nn.Module) -> nn.Module:
         """The model inside DDP and ``torch.compile`` wrappers (a sharded model is itself)."""

@@ -162,6 +162,32 @@ class LRMultiplier(LRScheduler):
         rows = [self.lrs_at(i) for i in range(self.max_iter)]
         return {name: [row[g] for row in rows] for g, name in enumerate(self.group_names)}
 
+    def hold(self, name: str, until: int, warmup: int = 0, warmup_factor: float = 0.001) -> None:
+        """Holds group `name` at LR 0 for the iterations before `until`, then ramps its LR
+        linearly from `warmup_factor` x its schedule to its schedule over `warmup` iterations
+        (gradual unfreezing: the group enters training at `until` with a warmup of its own).
+
+        Raises:
+            ConfigError: an unknown group, or a group that already follows a ``delayed_start``.
+        """
+        if name not in self.group_names:
+            raise ConfigError(
+                f"no param group named '{name}'{did_you_mean(name, self.group_names)}"
+            )
+        i = self.group_names.index(name)
+        if isinstance(self._schedules[i], DelayedStartSchedule):
+            raise ConfigError(
+                f"lr_scheduler.group_schedules.{name} is a delayed_start and train.unfreeze holds "
+                "the same group: use one of them"
+            )
+        self._schedules[i] = DelayedStartSchedule(
+            hold_length=until / self.max_iter,
+            warmup_length=warmup / self.max_iter,
+            warmup_factor=warmup_factor,
+            schedule=self._schedules[i],
+        )
+        self._apply()
+
     def set_lr_factor(self, factor: float) -> None:
         """Sets the extra factor on every group's LR (batch-size scaling) and applies it now."""
         factor = number(factor, "lr_factor")
