@@ -87,6 +87,7 @@ class Side:
                 fresh=self.run.fresh if self.run.weights.path or self.run.fresh else None,
                 lr_factor=factor,
                 optimizer=type(self.run.optimizer).__name__,
+                unfreezing=self.run.unfreezing.summary() if self.run.unfreezing else "",
             )
             return
         if len(words) > 1:

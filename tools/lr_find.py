@@ -83,6 +83,11 @@ def main(argv=None) -> list[str]:
     result = analyse_range(base_lrs, sweep.losses, sweep.grad_norms)
     multiples = group_multiples(run, base)
     lines = report(result, multiples, base)
+    if run.unfreezing is not None:
+        lines.append(
+            f"note: train.unfreeze holds {run.unfreezing.summary()}; the sweep trains every "
+            "group from its first iteration, as the run does after its last stage"
+        )
     os.makedirs(folder, exist_ok=True)
     plot(result, base, os.path.join(folder, "lr_find.png"), title=args.config)
     with open(os.path.join(folder, "lr_find.json"), "w") as f:

@@ -64,6 +64,7 @@ class GroupingView:
         base_weight_decay: its base weight decay, when known.
         lr_factor: the batch-size LR factor on every group, when known.
         optimizer: the optimizer's class name, when known.
+        unfreezing: the gradual unfreezing stages in one line ("" without stages), when known.
     """
 
     label: str
@@ -73,6 +74,7 @@ class GroupingView:
     base_weight_decay: float | None = None
     lr_factor: float | None = None
     optimizer: str | None = None
+    unfreezing: str | None = None
 
     def row(self, name: str) -> ParamRow | None:
         """`name`'s row; a frozen row for a name among `others`; None when the side lacks it."""
@@ -89,6 +91,7 @@ def view_of_groups(
     frozen: Collection[str] = (),
     lr_factor: float | None = None,
     optimizer: str | None = None,
+    unfreezing: str | None = None,
 ) -> GroupingView:
     """The view of built param groups (a `ParamGroups` brings its record: the rules behind each
     value and the frozen parameters). `fresh`: the parameters the initial weights did not
@@ -120,6 +123,7 @@ def view_of_groups(
         base_weight_decay=getattr(record, "base_weight_decay", None),
         lr_factor=lr_factor,
         optimizer=optimizer,
+        unfreezing=unfreezing,
     )
 
 
@@ -291,6 +295,11 @@ def _setting_changes(a: GroupingView, b: GroupingView) -> list[str]:
             out.append(f"{label} {va:.4g} -> {vb:.4g}")
     if a.optimizer and b.optimizer and a.optimizer != b.optimizer:
         out.append(f"optimizer {a.optimizer} -> {b.optimizer} (no state carries over)")
+    if a.unfreezing is not None and b.unfreezing is not None and a.unfreezing != b.unfreezing:
+        out.append(
+            f"gradual unfreezing (held: no gradients, LR 0): {a.unfreezing or 'none'} -> "
+            f"{b.unfreezing or 'none'}"
+        )
     return out
 
 

@@ -8,7 +8,7 @@ from tests.engine._exact_resume_targets import train_unbroken_and_resumed
 from tests.engine._fsdp_targets import train, vit_config
 
 # The ViT's first layers (patch embedding, block 0) wait for 2 of its 4 iterations.
-VIT_STAGES = "train.unfreeze.stages=[{groups: ['layer_0*', 'layer_1*'], at: 2, warmup: 1}]"
+VIT_STAGES = "train.unfreeze.stages=[{groups: [layer_0, layer_1], at: 2, warmup: 1}]"
 
 
 def ddp_stage(at: int) -> str:

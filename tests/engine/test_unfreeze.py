@@ -247,3 +247,135 @@ def test_an_override_from_the_command_line_is_a_list_of_stages(tmp_path):
     check_run_config(cfg)
     run = build_run(cfg)
     assert run.unfreezing.stages[0].at == 64 and run.unfreezing.stages[0].warmup == 5
+
+
+# ----- found by review -----
+
+
+def test_a_resume_at_another_batch_refuses_a_stage_in_iterations(tmp_path):
+    # Observed: resumed at batch 64 after 10 iterations at 32 (iteration 5 now), a stage at
+    # iteration 6 held again a group that had trained for 4 iterations, and moved its start.
+    from tools import train_net
+
+    common = [
+        "train.max_iter=null",
+        "train.epochs=2",
+        "dataloader.train.dataset.num_samples=256",
+        "train.checkpoint.period=10",
+    ]
+    with loggers_restored():
+        cfg = toy_run(tmp_path, *common, stage(groups="[default]", at=6))
+        train_net.do_train(cfg, resume=False)
+        (tmp_path / "last_checkpoint").write_text("model_0000010.pth")
+        moved = toy_run(
+            tmp_path,
+            *common,
+            stage(groups="[default]", at=6),
+            "dataloader.train.total_batch_size=64",
+        )
+        with pytest.raises(ConfigError) as e:
+            build_run(moved, resume=True)
+        assert (
+            "train.unfreeze.stages.0.at=6 counts iterations, and this run's effective batch (64) "
+            "is not the checkpoint's (32)" in str(e.value)
+        )
+        assert "at: '0.75ep'" in str(e.value)
+        # Given in epochs, the stage is the same samples at either batch: no group is held.
+        moved = toy_run(
+            tmp_path,
+            *common,
+            stage(groups="[default]", at="'0.75ep'"),
+            "dataloader.train.total_batch_size=64",
+        )
+        run = build_run(moved, resume=True)
+        assert run.iterations_done == 5 and run.unfreezing.stages[0].at == 3
+        assert run.unfreezing.waiting(run.iterations_done) == []
+
+
+def fake_optimizer(*names):
+    return torch.optim.SGD(
+        [{"params": [nn.Parameter(torch.zeros(1))], "name": n} for n in names], lr=0.1
+    )
+
+
+def test_a_group_name_means_its_weight_decay_halves_and_not_a_longer_layer():
+    # Observed: the glob 'layer_1*' also held layer_10, layer_11 (and the final norm, layer_12)
+    # of a 12-block ViT. A name means the group or its weight-decay halves.
+    optimizer = fake_optimizer(
+        "layer_1[wd=0]", "layer_1[wd=0.05]", "layer_10[wd=0]", "layer_11", "head"
+    )
+    stages = {"stages": [{"groups": ["layer_1"], "at": 2, "warmup": 1}]}
+    plan = UnfreezePlan.of(stages, optimizer, 10, None)
+    assert plan.stages[0].groups == ("layer_1[wd=0]", "layer_1[wd=0.05]")
+    assert (
+        "groups 'layer_1[wd=0]', 'layer_1[wd=0.05]' train from iteration 3, their LR"
+        in (plan.describe()[0])
+    )
+    exact = {"stages": [{"groups": ["layer_1[wd=0]"], "at": 2}]}
+    assert UnfreezePlan.of(exact, optimizer, 10, None).stages[0].groups == ("layer_1[wd=0]",)
+    glob = {"stages": [{"groups": ["layer_1*"], "at": 2}]}
+    assert len(UnfreezePlan.of(glob, optimizer, 10, None).stages[0].groups) == 4  # as globs do
+
+
+def test_a_schedule_free_optimizer_is_refused():
+    # Observed: its per-group step count ran on while the group was held, so the group skipped
+    # the optimizer's own warmup and got oversized first updates.
+    schedulefree = pytest.importorskip("schedulefree")
+    optimizer = schedulefree.AdamWScheduleFree(
+        [{"params": [nn.Parameter(torch.zeros(1))], "name": n} for n in ("default", "head")]
+    )
+    with pytest.raises(ConfigError, match=r"AdamWScheduleFree keeps a step count per group"):
+        UnfreezePlan.of({"stages": [{"groups": "default", "at": 2}]}, optimizer, 10, None)
+
+
+def test_batch_norm_without_affine_parameters_in_a_held_part_stays_too():
+    # Observed: a BatchNorm1d(affine=False) inside the held part kept updating its statistics.
+    torch.manual_seed(0)
+    model = BNNet()
+    model.body.append(nn.BatchNorm1d(8, affine=False))
+    groups = build_param_groups(
+        model, builder="rules", lr=0.1, rules=[dict(match="head.*", group="head")]
+    )
+    optimizer = torch.optim.SGD(groups, lr=0.1)
+    plan = UnfreezePlan.of({"stages": [{"groups": "default", "at": 3}]}, optimizer, 6, None)
+    loader = build_train_loader(ToyClassificationDataset(num_samples=64), total_batch_size=8)
+    trainer = Trainer(model, loader, optimizer)
+    trainer.register_hooks([GradualUnfreezing(plan, groups, None)])
+    trainer.train(0, 3)
+    assert int(model.body[3].num_batches_tracked) == 0 == int(model.body[1].num_batches_tracked)
+    trainer.train(3, 6)
+    assert int(model.body[3].num_batches_tracked) == 3
+
+
+def test_without_a_schedule_the_notes_do_not_claim_lr_0(tmp_path):
+    cfg = toy_run(tmp_path, stage(groups="[default]", at=5))
+    cfg.lr_scheduler = None
+    line = build_run(cfg).table().splitlines()[-1]
+    assert line.endswith("trains from iteration 6; before that no gradients")
+
+
+def test_the_diff_and_the_lr_finder_say_what_the_stages_hold(tmp_path, capsys):
+    from tools import diff_param_groups, lr_find
+
+    staged = f'configs/quick/toy.py "{stage(groups="[default]", at=5, warmup=2)}"'
+    with loggers_restored():
+        assert diff_param_groups.main(["configs/quick/toy.py", staged]) == 1
+        out = capsys.readouterr().out
+        assert (
+            "differ: gradual unfreezing (held: no gradients, LR 0): none -> group 'default' "
+            "until iteration 6 (warmup 2)" in out
+        )
+        lines = lr_find.main(
+            [
+                "--config",
+                "configs/quick/toy.py",
+                "--iters",
+                "5",
+                "--output-dir",
+                str(tmp_path / "lr"),
+                stage(groups="[default]", at=5),
+            ]
+        )
+    assert "note: train.unfreeze holds group 'default' until iteration 6; the sweep" in "\n".join(
+        lines
+    )

@@ -38,6 +38,7 @@ from pgtrain.engine.run.length import iterations_of, period_problem
 from pgtrain.errors import ConfigError
 from pgtrain.param_groups import audit_param_groups, format_param_group_table
 from pgtrain.param_groups.names import param_group_names
+from pgtrain.solver.optimizer_modes import has_modes
 from pgtrain.utils.checks import is_real
 from pgtrain.utils.suggest import did_you_mean
 
@@ -139,6 +140,7 @@ class UnfreezePlan:
     def __init__(self, stages: Sequence[Stage], group_names: Sequence[str]) -> None:
         self.stages = sorted(stages, key=lambda s: (s.at, s.index))
         self.group_names = list(group_names)
+        self.lr_held = False  # set by `hold_schedules`: LR 0 before each stage
 
     @classmethod
     def of(
@@ -147,17 +149,30 @@ class UnfreezePlan:
         optimizer: torch.optim.Optimizer,
         max_iter: int,
         iters_per_epoch: int | None,
+        batch_change: tuple[int, int] | None = None,
     ) -> "UnfreezePlan | None":
         """The plan of ``train.unfreeze`` (checked by `UnfreezeSettings`) for `optimizer`'s
         groups and a run of `max_iter` iterations; None when it declares no stages.
 
+        Args:
+            batch_change: (the checkpoint's effective batch, this run's) when a resume changed
+                it: a stage's start in iterations would then mean other samples.
+
         Raises:
             ConfigError: a name or glob that matches no group, a group in two stages, a stage
-                that starts after the run ends, or stages that leave no group training at first.
+                that starts after the run ends, stages that leave no group training at first, a
+                start in iterations across a batch change, a schedule-free optimizer.
         """
         given = list((settings or {}).get("stages") or [])
         if not given:
             return None
+        if has_modes(optimizer):
+            raise ConfigError(
+                f"train.unfreeze.stages: {type(optimizer).__name__} keeps a step count per group "
+                "that runs on while the group is held, so the group would skip the optimizer's "
+                "own warmup when it enters training; train every group from the start with a "
+                "schedule-free optimizer, or use another optimizer"
+            )
         names = param_group_names(optimizer.param_groups)
         owner: dict[str, int] = {}
         stages = []
@@ -166,9 +181,7 @@ class UnfreezePlan:
             patterns = [raw["groups"]] if isinstance(raw["groups"], str) else list(raw["groups"])
             chosen = []
             for pattern in patterns:
-                # A name as written, or a glob ('layer_1*'); names may hold brackets
-                # ('layer_1[wd=0]'), which a glob would read as a set of characters.
-                matched = [n for n in names if n == pattern or fnmatch.fnmatchcase(n, pattern)]
+                matched = [n for n in names if _matches(n, pattern)]
                 if not matched:
                     raise ConfigError(
                         f"train.{key}.groups: '{pattern}' matches no param group"
@@ -182,6 +195,17 @@ class UnfreezePlan:
                         "a group enters training once"
                     )
                 owner[name] = i
+            if batch_change and not isinstance(raw["at"], str):
+                old, new = batch_change
+                same = ""
+                if iters_per_epoch:  # the checkpoint's samples at the stage, in epochs
+                    same = f" (at: '{raw['at'] * old / (iters_per_epoch * new):.4g}ep' is close)"
+                raise ConfigError(
+                    f"train.{key}.at={raw['at']} counts iterations, and this run's effective "
+                    f"batch ({new}) is not the checkpoint's ({old}), so the stage would start "
+                    f"at other data (a group already training could be held again): give it in "
+                    f"epochs{same}, or resume at batch {old}"
+                )
             at = iterations_of(raw["at"], f"{key}.at", iters_per_epoch)
             if at >= max_iter:
                 raise ConfigError(
@@ -212,12 +236,14 @@ class UnfreezePlan:
 
     def hold_schedules(self, scheduler: Any) -> None:
         """Gives each stage's groups LR 0 before the stage and its warmup after it (through the
-        scheduler's `LRMultiplier.hold`).
+        scheduler's `LRMultiplier.hold`); without such a scheduler the groups keep their LR
+        (they have no gradients to apply it to).
 
         Raises:
             ConfigError: a warmup without a scheduler that can hold groups.
         """
-        if not hasattr(scheduler, "hold"):
+        self.lr_held = hasattr(scheduler, "hold")
+        if not self.lr_held:
             for s in self.stages:
                 if s.warmup:
                     raise ConfigError(
@@ -229,6 +255,14 @@ class UnfreezePlan:
             for name in s.groups:
                 scheduler.hold(name, s.at, s.warmup, s.warmup_factor)
 
+    def summary(self) -> str:
+        """The stages in one line: ``group 'default' until iteration 151 (warmup 50)``."""
+        parts = []
+        for s in self.stages:
+            warmup = f" (warmup {s.warmup:,})" if s.warmup else ""
+            parts.append(f"{_names(s.groups)} until iteration {s.at + 1:,}{warmup}")
+        return "; ".join(parts)
+
     def describe(self, iters_per_epoch: int | None = None) -> list[str]:
         """One line per stage, for the param-group table's notes."""
         lines = []
@@ -236,10 +270,11 @@ class UnfreezePlan:
             when = f"iteration {s.at + 1:,}"
             if iters_per_epoch:
                 when += f" (epoch {s.at / iters_per_epoch:.3g})"
-            ramp = f", its LR warming up over {_iterations(s.warmup)}" if s.warmup else ""
+            its = "its" if len(s.groups) == 1 else "their"
+            ramp = f", {its} LR warming up over {_iterations(s.warmup)}" if s.warmup else ""
             lines.append(
                 f"train.unfreeze: {_names(s.groups)} {'trains' if len(s.groups) == 1 else 'train'} "
-                f"from {when}{ramp}; before that no gradients, LR 0"
+                f"from {when}{ramp}; before that no gradients{', LR 0' if self.lr_held else ''}"
             )
         return lines
 
@@ -295,7 +330,8 @@ class GradualUnfreezing(HookBase):
         tensors, numel = self._set_trainable(entering, True)
         self._trainable |= set(entering)
         for s in stages:
-            ramp = f"; its LR warms up over {_iterations(s.warmup)}" if s.warmup else ""
+            its = "its" if len(s.groups) == 1 else "their"
+            ramp = f"; {its} LR warms up over {_iterations(s.warmup)}" if s.warmup else ""
             logger.info(
                 "Gradual unfreezing, stage %d of %d at iteration %d: %s %s training%s",
                 self.plan.stages.index(s) + 1,
@@ -341,16 +377,24 @@ class GradualUnfreezing(HookBase):
         return len(changed), sum(p.numel() for p in changed)
 
     def _norm_layers(self, names: set[str]) -> list[nn.Module]:
-        """Batch norm layers (running statistics) whose parameters are all among `names`."""
+        """Batch norm layers (running statistics) of the parameters `names`: those whose own
+        parameters are all among them, and those without parameters (``affine=False``) whose
+        closest ancestor with parameters has all of them among `names`."""
         model = self.trainer.strategy.unwrap(self.trainer.model)
+        modules = dict(model.named_modules())
         found = []
-        for prefix, module in model.named_modules():
+        for prefix, module in modules.items():
             if not isinstance(module, nn.modules.batchnorm._NormBase):
                 continue
-            own = [
-                f"{prefix}.{n}" if prefix else n for n, _ in module.named_parameters(recurse=False)
-            ]
-            if own and all(n in names for n in own):
+            owner, params = prefix, []
+            while True:
+                params = [
+                    f"{owner}.{n}" if owner else n for n, _ in modules[owner].named_parameters()
+                ]
+                if params or not owner:
+                    break
+                owner = owner.rpartition(".")[0]
+            if params and all(n in names for n in params):
                 found.append(module)
         return found
 
@@ -399,6 +443,14 @@ class GradualUnfreezing(HookBase):
             f"{training[1]:,}",
             f"{_names(waiting)} still wait" if waiting else "no group waits",
         )
+
+
+def _matches(name: str, pattern: str) -> bool:
+    """Whether a group name is meant by `pattern`: the name itself; the name without its
+    weight-decay suffix ('layer_1' means 'layer_1[wd=0]' and 'layer_1[wd=0.05]', not
+    'layer_10'); or a glob ('layer_*'). Names hold brackets, which a glob reads as a set of
+    characters, so a name is compared as written first."""
+    return name == pattern or name.split("[", 1)[0] == pattern or fnmatch.fnmatchcase(name, pattern)
 
 
 def _names(groups: Sequence[str]) -> str:

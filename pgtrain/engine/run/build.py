@@ -204,8 +204,13 @@ def build_run(
             train.get("iters_per_epoch"),
             in_epochs=train.get("epochs") is not None,
         )
+    change = weights.extra.get("batch_change")  # (old, new, ...) when the resume moved
     unfreezing = UnfreezePlan.of(
-        train.get("unfreeze"), optimizer, train.get("max_iter"), train.get("iters_per_epoch")
+        train.get("unfreeze"),
+        optimizer,
+        train.get("max_iter"),
+        train.get("iters_per_epoch"),
+        batch_change=change[:2] if change else None,
     )
     if unfreezing is not None:
         unfreezing.hold_schedules(scheduler)
