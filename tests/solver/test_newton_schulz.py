@@ -74,3 +74,22 @@ def test_an_unknown_dtype_is_one_line_and_the_hybrid_passes_it_on():
     hybrid = MuonAdamW(groups, ns_dtype="fp32")
     muon_group = next(g for g in hybrid.param_groups if g["optimizer"] == "muon")
     assert muon_group["ns_dtype"] == "fp32"
+
+
+@pytest.mark.parametrize("bf16_ms, chosen", [(54.0, "fp32"), (0.5, "bf16")])
+def test_auto_takes_fp32_where_bf16_arithmetic_is_emulated(caplog, monkeypatch, bf16_ms, chosen):
+    # One of the project's machines (AVX2, no bf16 arithmetic) multiplies bf16 matrices 54x
+    # slower than fp32: the measurement must pick fp32 there, and bf16 where it is faster.
+    from pgtrain.solver import newton_schulz
+
+    monkeypatch.setattr(newton_schulz, "_CHOSEN", {})
+    times = {torch.bfloat16: bf16_ms / 1e3, torch.float32: 1e-3}
+    monkeypatch.setattr(newton_schulz, "_matmul_time", lambda dtype, device: times[dtype])
+    with caplog.at_level(logging.INFO, logger="pgtrain.solver.newton_schulz"):
+        assert resolve_ns_dtype("auto", torch.device("cpu")) == NS_DTYPES_BY_NAME[chosen]
+    assert f"runs in {chosen} on cpu (a 256 x 768 matrix product: bf16 {bf16_ms:.3g} ms" in (
+        caplog.text
+    )
+
+
+NS_DTYPES_BY_NAME = {"bf16": torch.bfloat16, "fp32": torch.float32}
