@@ -44,12 +44,14 @@ def audit_param_groups(
     placed: dict[int, str] = {}
     for group in normalized:
         group["param_names"] = _place(group, params, placed)
-    excluded = {n for n, d in record.decisions.items() if d.frozen} if record else set()
-    missing = [
-        n
-        for i, n in enumerate(params.names)
-        if i not in placed and params.tensors[i].requires_grad and n not in excluded
-    ]
+    missing = []
+    if len(placed) < len(params.names):  # else every parameter is placed
+        excluded = {n for n, d in record.decisions.items() if d.frozen} if record else set()
+        missing = [
+            n
+            for i, n in enumerate(params.names)
+            if i not in placed and params.tensors[i].requires_grad and n not in excluded
+        ]
     if missing:
         raise ConfigError(
             f"{len(missing)} trainable parameter(s) are in no param group: {_some(missing)}; add "

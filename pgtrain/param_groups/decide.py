@@ -61,6 +61,12 @@ def decide(
 ) -> list[ParamDecision]:
     """Decides every parameter's group label and hyperparameters from the rules, in model order.
 
+    Parameters that get the same builder step and the same rules are settled once: each rule
+    marks the parameters it selects with its bit, and the settings are applied once per distinct
+    (step, bits) pair. A step counts as the same only when `start` returns the very same tuple
+    object (``layer_decay`` returns one per layer), so equal-looking values of other types
+    (``1`` and ``1.0``) never share; any other step is settled for its parameter alone.
+
     Args:
         params: the model's parameters.
         rules: parsed rules, applied in order after `start`.
@@ -73,41 +79,76 @@ def decide(
             selects a parameter is the only one of them that applies to it (if / elif).
     """
     fresh_set = normalize_fresh(fresh) if not isinstance(fresh, frozenset) else fresh
-    accs = [ParamSettings(label) for _ in params.names]
-    if start is not None:
-        for i, acc in enumerate(accs):
-            for source, key, value in start(i):
-                acc.apply(source, key, value)
-    claimed: set[int] = set()
-    for rule in first_match:
-        chosen = [i for i in select(rule, params, fresh_set) if i not in claimed]
-        claimed.update(chosen)
-        for i in chosen:
-            for key, value in rule.settings.items():
-                accs[i].apply(rule.id, key, value)
-    for rule in rules:
-        items = list(rule.settings.items())
-        for i in select(rule, params, fresh_set):
-            acc = accs[i]
-            for key, value in items:
-                acc.apply(rule.id, key, value)
-    return [_finish(acc, params, i, lr, weight_decay) for i, acc in enumerate(accs)]
-
-
-def _finish(
-    said: ParamSettings, params: ModelParams, i: int, lr: float, weight_decay: float
-) -> ParamDecision:
-    tensor = params.tensors[i]
-    final_lr = (lr if said.lr is None else said.lr) * said.lr_mult
-    final_wd = (weight_decay if said.weight_decay is None else said.weight_decay) * said.wd_mult
-    return ParamDecision(
-        name=params.names[i],
-        shape=tuple(tensor.shape),
-        label=said.label,
-        lr=final_lr,
-        lr_scale=final_lr / lr if lr else said.lr_mult,
-        weight_decay=final_wd,
-        options=said.options,
-        frozen=(not tensor.requires_grad) if said.frozen is None else said.frozen,
-        applied=said.applied,
+    count = len(params.names)
+    # Read once per parameter, before the rules; the list keeps every step alive, so no two
+    # steps share an id (the settling key below).
+    steps_of: list[tuple] = (
+        [()] * count
+        if start is None
+        else [s if type(s) is tuple else tuple(s) for s in map(start, range(count))]
     )
+    every = [*first_match, *rules]  # bit k of a parameter's mask: every[k] applies to it
+    masks = [0] * count
+    claimed: set[int] = set()
+    for k, rule in enumerate(first_match):
+        bit = 1 << k
+        for i in select(rule, params, fresh_set):
+            if i not in claimed:
+                claimed.add(i)
+                masks[i] |= bit
+    for k, rule in enumerate(rules, start=len(first_match)):
+        bit = 1 << k
+        for i in select(rule, params, fresh_set):
+            masks[i] |= bit
+    settled: dict[tuple[int, int], _Settled] = {}
+    decisions = []
+    for name, tensor, steps, mask in zip(
+        params.names, params.tensors, steps_of, masks, strict=True
+    ):
+        key = (id(steps), mask)
+        found = settled.get(key)
+        if found is None:
+            found = settled[key] = _Settled(_settle(label, steps, every, mask), lr, weight_decay)
+        said = found.said
+        decisions.append(
+            ParamDecision(  # its own record: options and applied are copies
+                name,
+                tuple(tensor.shape),
+                said.label,
+                found.lr,
+                found.lr_scale,
+                found.weight_decay,
+                said.options.copy(),
+                (not tensor.requires_grad) if said.frozen is None else said.frozen,
+                said.applied.copy(),
+            )
+        )
+    return decisions
+
+
+class _Settled:
+    """What the same steps and rules said, with the values it gives, for all their parameters."""
+
+    __slots__ = ("said", "lr", "lr_scale", "weight_decay")
+
+    def __init__(self, said: ParamSettings, lr: float, weight_decay: float) -> None:
+        self.said = said
+        self.lr = (lr if said.lr is None else said.lr) * said.lr_mult
+        self.lr_scale = self.lr / lr if lr else said.lr_mult
+        self.weight_decay = (
+            weight_decay if said.weight_decay is None else said.weight_decay
+        ) * said.wd_mult
+
+
+def _settle(
+    label: str, steps: Iterable[tuple[str, str, Any]], every: Sequence[Rule], mask: int
+) -> ParamSettings:
+    """Applies `steps`, then each rule of `every` whose bit is set in `mask`, in order."""
+    said = ParamSettings(label)
+    for source, key, value in steps:
+        said.apply(source, key, value)
+    for k, rule in enumerate(every):
+        if mask >> k & 1:
+            for key, value in rule.settings.items():
+                said.apply(rule.id, key, value)
+    return said

@@ -164,17 +164,21 @@ def resolve_group_matcher(
         return None
     head, module = found
     ordinal = _ordinal_fn(module.group_matcher(coarse=False))
-    keys = {n: ordinal(n[len(head) :]) for n in names if n.startswith(head)}
+    if head:
+        keys = {n: ordinal(n[len(head) :]) for n in names if n.startswith(head)}
+    else:
+        keys = dict(zip(names, map(ordinal, names), strict=True))
+    distinct = set(keys.values())
     layer_of_key: dict[tuple, int] = {}
     lid = -1
-    for key in sorted(set(keys.values())):
+    for key in sorted(distinct):
         if lid < 0 or key[-1] != _MATCH_PREV_GROUP:
             lid += 1
         layer_of_key[key] = lid
     ids = {n: layer_of_key[k] for n, k in keys.items()}
     # The last group takes scale 1, as in timm; parameters outside the module join it when the
     # module has an unmatched (head) group, else they form a last layer of their own.
-    has_head = any(k == (math.inf,) for k in keys.values()) or len(keys) == len(names)
+    has_head = (math.inf,) in distinct or len(keys) == len(names)
     num_layers = lid - 1 if has_head else lid
     where = head.rstrip(".") or "<model>"
     return LayerIds(ids, num_layers, f"group_matcher of '{where}' ({lid + 1} layer groups)")
@@ -206,14 +210,21 @@ def _ordinal_fn(spec: Any) -> Callable[[str], tuple]:
         if isinstance(patterns, str):
             patterns = [(patterns, None)]
         for pattern, suffix in patterns:
-            compiled.append((re.compile(pattern), (float(position),), suffix))
+            tail = tuple(float(x) for x in suffix or ())
+            compiled.append((re.compile(pattern).match, (float(position),), tail, {}))
 
     def match(name: str) -> tuple:
-        for regex, start, suffix in compiled:
-            m = regex.match(name)
+        for regex_match, start, tail, of_groups in compiled:
+            m = regex_match(name)
             if m:
-                numbers = [float(g) for g in m.groups() if g is not None]
-                return (*start, *numbers, *(float(x) for x in suffix or ()))
+                # The ordinal depends on the pattern and its groups alone (``blocks.3`` is the
+                # same for every parameter of block 3): converted once per distinct groups.
+                groups = m.groups()
+                found = of_groups.get(groups)
+                if found is None:
+                    numbers = (float(g) for g in groups if g is not None)
+                    found = of_groups[groups] = (*start, *numbers, *tail)
+                return found
         return (math.inf,)
 
     return match

@@ -32,9 +32,7 @@ def merge_param_groups(
         tensors: the parameters, aligned with `decisions`.
         merge_labels: merge groups with equal hyperparameters across labels.
     """
-    groups: dict[tuple, dict[str, Any]] = {}
-    labels: dict[tuple, dict[str, None]] = {}  # dicts as ordered sets
-    sources: dict[tuple, dict[str, None]] = {}
+    found: dict[tuple, _Members] = {}
     for decision, tensor in zip(decisions, tensors, strict=True):
         if decision.frozen:
             continue
@@ -46,30 +44,51 @@ def merge_param_groups(
             decision.weight_decay,
             options,
         )
-        group = groups.get(key)
-        if group is None:
-            group = groups[key] = {
-                "name": "",
-                "params": [],
-                "param_names": [],
-                "lr": decision.lr,
-                "lr_scale": decision.lr_scale,
-                "weight_decay": decision.weight_decay,
-                **decision.options,
-                "rules": [],
-            }
-            labels[key], sources[key] = {}, {}
-        group["params"].append(tensor)
-        group["param_names"].append(decision.name)
-        labels[key][decision.label] = None
-        for source, _, _ in decision.applied:
-            sources[key][source] = None
-    result = list(groups.values())
-    for key, group in groups.items():
-        group["name"] = "+".join(labels[key])
-        group["rules"] = list(sources[key])
+        members = found.get(key)
+        if members is None:
+            members = found[key] = _Members(decision)
+        members.tensors.append(tensor)
+        members.names.append(decision.name)
+        members.labels[decision.label] = None
+        applied = decision.applied
+        if applied != members.last_applied:  # else its sources are in already
+            members.last_applied = applied
+            for source, _, _ in applied:
+                members.sources[source] = None
+    result = [members.group() for members in found.values()]
     _make_names_unique(result)
     return result
+
+
+class _Members:
+    """What one group gathers from its parameters' decisions, in model order."""
+
+    __slots__ = ("first", "tensors", "names", "labels", "sources", "last_applied")
+
+    def __init__(self, first: ParamDecision) -> None:
+        self.first = first  # its hyperparameters are the group's
+        self.tensors: list[torch.Tensor] = []
+        self.names: list[str] = []
+        self.labels: dict[str, None] = {}  # dicts as ordered sets
+        self.sources: dict[str, None] = {}
+        self.last_applied: list | None = None  # members mostly share their provenance
+
+    def group(self) -> dict[str, Any]:
+        """The torch param group, named by its labels (made unique later)."""
+        first = self.first
+        group = {
+            "name": "",
+            "params": self.tensors,
+            "param_names": self.names,
+            "lr": first.lr,
+            "lr_scale": first.lr_scale,
+            "weight_decay": first.weight_decay,
+            **first.options,
+            "rules": [],
+        }
+        group["name"] = "+".join(self.labels)  # after the options: an option cannot rename it
+        group["rules"] = list(self.sources)
+        return group
 
 
 def _make_names_unique(groups: list[dict[str, Any]]) -> None:
@@ -90,15 +109,14 @@ def _make_names_unique(groups: list[dict[str, Any]]) -> None:
         group["name"] = name
 
 
+_NOT_HYPER = frozenset(("name", "params", "param_names", "rules", "lr_scale"))
+
+
 def _hyper_keys(groups: list[dict[str, Any]]) -> list[str]:
-    keys = ["lr", "weight_decay"]
+    keys = dict.fromkeys(("lr", "weight_decay"))  # an ordered set
     for group in groups:
-        keys += [
-            k
-            for k in group
-            if k not in keys and k not in ("name", "params", "param_names", "rules", "lr_scale")
-        ]
-    return keys
+        keys.update(dict.fromkeys(k for k in group if k not in _NOT_HYPER))
+    return list(keys)
 
 
 def _fmt(value: Any) -> str:

@@ -1,8 +1,9 @@
 """An inventory of a model's parameters: names, owners, tied aliases and weight-decay hints."""
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import compress, count, repeat
 
 import torch
 from torch import nn
@@ -59,9 +60,14 @@ class ModelParams:
         ``backbone.net`` that declares ``{"pos_embed"}`` yields ``backbone.net.pos_embed``.
         """
         hints: list[str] = []
+        declares: dict[type, bool] = {}  # a model has few module classes and many modules
         for prefix, module in self.modules:
             # Looked up on the class: nn.Module.__getattr__ is slow for missing attributes.
-            if not callable(getattr(type(module), "no_weight_decay", None)):
+            cls = type(module)
+            found = declares.get(cls)
+            if found is None:
+                found = declares[cls] = callable(getattr(cls, "no_weight_decay", None))
+            if not found:
                 continue
             try:
                 declared = module.no_weight_decay()
@@ -83,12 +89,11 @@ class ModelParams:
         matches = {}
         for hint in self.no_weight_decay_hints:
             index = self.index_of_name.get(hint)
-            prefix = hint + "."
-            matches[hint] = (
-                {index}
-                if index is not None
-                else {i for i, n in enumerate(self.names) if n.startswith(prefix)}
-            )
+            if index is not None:
+                matches[hint] = {index}
+            else:  # the indices of the names under the module `hint`, found in C
+                under = map(str.startswith, self.names, repeat(hint + "."))
+                matches[hint] = set(compress(count(), under))
         return matches
 
     @cached_property
@@ -109,47 +114,42 @@ def collect_model_params(model: nn.Module) -> ModelParams:
             "time (cfg.optimizer.params.model = model)"
         )
     params = ModelParams(model)
-    seen: dict[int, int] = {}
+    names, tensors, owners, aliases = params.names, params.tensors, params.owners, params.aliases
+    index_of_id: dict[int, int] = {}
     seen_modules: set[int] = set()
-    for prefix, module in _walk(model):
+
+    def visit(prefix: str, module: nn.Module) -> None:
+        """`module` and its submodules, once per path (a shared module once for each name it
+        has), in ``named_modules()``'s order; read from ``_parameters`` and ``_modules``, which
+        is what ``named_parameters()`` reads, without its generator chain per module (which
+        costs more than the rest of a build)."""
         if id(module) not in seen_modules:
             seen_modules.add(id(module))
             params.modules.append((prefix, module))
-        # `_parameters` is what named_parameters() reads; its generator chain per module costs
-        # more than the rest of a build.
         for local, tensor in module._parameters.items():
             if tensor is None:
                 continue
             name = f"{prefix}.{local}" if prefix else local
-            index = seen.get(id(tensor))
+            index = index_of_id.get(id(tensor))
             if index is not None:
-                if name != params.names[index]:
-                    params.aliases.setdefault(index, []).append(name)
+                if name != names[index]:
+                    aliases.setdefault(index, []).append(name)
                 continue
-            seen[id(tensor)] = len(params.names)
-            params.names.append(name)
-            params.tensors.append(tensor)
-            params.owners.append(module)
-    for index, extra in params.aliases.items():
+            index_of_id[id(tensor)] = len(names)
+            names.append(name)
+            tensors.append(tensor)
+            owners.append(module)
+        dot = f"{prefix}." if prefix else ""
+        for local, child in module._modules.items():
+            if child is not None:
+                visit(dot + local, child)
+
+    visit("", model)
+    params.__dict__["index_of_tensor"] = index_of_id  # the cached property, already built
+    for index, extra in aliases.items():
         # A shared module is visited once per path, so the same alias can repeat.
-        params.aliases[index] = list(dict.fromkeys(extra))
+        aliases[index] = list(dict.fromkeys(extra))
     return params
-
-
-def _walk(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
-    """``(name, module)`` for `model` and every submodule, once per path (a shared module once
-    for each name it has), in ``named_modules()``'s order: its generator chain costs more than
-    the rest of collecting the parameters."""
-    stack = [("", model)]
-    while stack:
-        prefix, module = stack.pop()
-        yield prefix, module
-        children = [
-            (f"{prefix}.{name}" if prefix else name, child)
-            for name, child in module._modules.items()
-            if child is not None
-        ]
-        stack.extend(reversed(children))
 
 
 def _prefixed(prefix: str, declared: Iterable[str]) -> list[str]:

@@ -268,8 +268,8 @@ def _flag_selector(
 
 
 def _is_bias(name: str) -> bool:
-    local = name.rpartition(".")[2]
-    return local == "bias" or local.endswith("_bias")
+    """The name's last part is ``bias`` or ends with ``_bias`` (``q_bias``)."""
+    return name == "bias" or name.endswith((".bias", "_bias"))
 
 
 def fresh_indices(params: ModelParams, fresh: Iterable[str] | None) -> set[int]:
@@ -330,7 +330,7 @@ _SELECTOR_LIST = (
     _flag_selector(
         "bias",
         "the parameter's own name is ``bias`` or ends with ``_bias`` (``q_bias``).",
-        lambda params, ctx: lambda i: _is_bias(params.names[i]),
+        lambda params, ctx: [_is_bias(name) for name in params.names].__getitem__,
     ),
     Selector(
         "max_ndim",

@@ -1,6 +1,7 @@
 """The ``layer_decay`` builder: layer-wise LR decay for ViTs (BEiT, MAE, VideoMAE v2) and others."""
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Sequence
+from itertools import repeat
 from typing import Any
 
 from torch import nn
@@ -77,12 +78,18 @@ def layer_decay_param_groups(
     scales = layer_scales(decay, depth)
     last = depth + 1
 
-    def start(i: int) -> Iterable[tuple[str, str, Any]]:
+    steps: dict[int, tuple[tuple[str, str, Any], ...]] = {}
+
+    def start(i: int) -> tuple[tuple[str, str, Any], ...]:
+        # One tuple per layer, so `decide` settles each layer's parameters once.
         layer = found.ids.get(params.names[i], last)
-        return [
-            ("layer_decay", "group", f"layer_{layer}"),
-            ("layer_decay", "lr_mult", scales[layer]),
-        ]
+        step = steps.get(layer)
+        if step is None:
+            step = steps[layer] = (
+                ("layer_decay", "group", f"layer_{layer}"),
+                ("layer_decay", "lr_mult", scales[layer]),
+            )
+        return step
 
     specs: list[dict[str, Any]] = weight_decay_exemptions()
     skip = [skip] if isinstance(skip, str) else list(skip)  # a generator is read once
@@ -122,20 +129,29 @@ def _declared_but_absent(model: nn.Module, params: ModelParams, skip: list[str])
     ``reg_token``) a given model may lack, and a fixed sin-cos ``pos_embed`` is a buffer; neither
     is a typo. Any other name that matches nothing stays an error (raised by the ``skip`` rule).
     """
-    def names(entry: str, candidates: Iterable[str]) -> bool:
-        return any(c == entry or c.endswith("." + entry) for c in candidates)
 
-    missing = [e for e in skip if not names(e, params.all_names)]
+    def names(entry: str, candidates: Sequence[str]) -> bool:
+        suffix = "." + entry
+        return entry in candidates or any(map(str.endswith, candidates, repeat(suffix)))
+
+    exact = params.index_of_name  # every full name: most entries are one (``pos_embed``)
+    missing = [
+        e
+        for e in skip
+        if not (isinstance(e, str) and e in exact) and not names(e, params.all_names)
+    ]
     if not missing:
         return []
-    buffers = (  # from the modules the parameters were collected from: no second walk
-        f"{prefix}.{local}" if prefix else local
-        for prefix, module in params.modules
-        for local, buffer in module._buffers.items()
-        if buffer is not None
-    )
-    declared = [*params.no_weight_decay_hints, *buffers]
-    return [e for e in missing if names(e, declared)]
+    declared = [e for e in missing if names(e, params.no_weight_decay_hints)]
+    if len(declared) < len(missing):  # the buffers, only for what the hints do not declare
+        buffers = [  # from the modules the parameters were collected from: no second walk
+            f"{prefix}.{local}" if prefix else local
+            for prefix, module in params.modules
+            for local, buffer in module._buffers.items()
+            if buffer is not None
+        ]
+        declared = [e for e in missing if e in declared or names(e, buffers)]
+    return declared
 
 
 def _depth(num_layers: int | None, found: int) -> int:
