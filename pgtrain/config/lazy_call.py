@@ -258,11 +258,25 @@ def _get(cfg: Any, key: Any, path: str) -> Any:
         raise ConfigError(f"{_join(path, str(key))}: {msg}") from e
 
 
+def signature_of(fn: Callable[..., Any]) -> inspect.Signature:
+    """``inspect.signature(fn)``, read once per callable: a builder or a schedule is checked
+    each time it is built, and reading a signature costs more than most builds' own checks."""
+    try:
+        return _cached_signature(fn)
+    except TypeError:  # an unhashable callable (or one without a signature: raised again)
+        return inspect.signature(fn)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_signature(fn: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(fn)
+
+
 def signature_keywords(fn: Callable[..., Any]) -> tuple[list[str], bool] | None:
     """Returns (the keyword names `fn` takes, whether it also takes ``**kwargs``), or None when
     it has no signature to read (some builtins)."""
     try:
-        params = inspect.signature(fn).parameters
+        params = signature_of(fn).parameters
     except (TypeError, ValueError):
         return None
     named = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
@@ -314,7 +328,7 @@ def check_arguments(
     if values:
         _check_values(fn, kwargs, path, who)
         return
-    params = inspect.signature(fn).parameters
+    params = signature_of(fn).parameters
     missing = [
         n
         for n in accepted

@@ -277,3 +277,23 @@ def test_a_config_yaml_saved_before_the_modules_moved_still_loads_and_builds(tmp
     )
     with pytest.raises(ConfigError, match=r"cannot import 'pgtrain.solver.lr_scheduler.Nope'"):
         locate("pgtrain.solver.lr_scheduler.Nope")
+
+
+def test_signatures_are_read_once_and_unhashable_callables_still_work():
+    from pgtrain.config.lazy_call import check_arguments, signature_of
+    from pgtrain.errors import ConfigError
+
+    def builder(model, *, lr, weight_decay=0.0):
+        return model
+
+    assert signature_of(builder) is signature_of(builder)  # cached per callable
+
+    class Unhashable:
+        __hash__ = None
+
+        def __call__(self, model, *, lr):
+            return model
+
+    check_arguments(Unhashable(), {"model": 1, "lr": 0.1}, "optimizer.params", owner="mine")
+    with pytest.raises(ConfigError, match=r"unexpected keyword 'lrr' for mine; did you mean"):
+        check_arguments(Unhashable(), {"model": 1, "lrr": 0.1}, "optimizer.params", owner="mine")

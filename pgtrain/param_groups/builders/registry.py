@@ -14,13 +14,12 @@ A project adds its own with ``@PARAM_GROUP_BUILDERS.register("name")``; building
 
 import contextlib
 import gc
-import inspect
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Annotated, Any
 
 from torch import nn
 
-from pgtrain.config.lazy_call import accepts_keyword, check_arguments
+from pgtrain.config.lazy_call import accepts_keyword, check_arguments, signature_of
 from pgtrain.errors import ConfigError
 from pgtrain.param_groups.audit import audit_param_groups
 from pgtrain.param_groups.decide import (
@@ -113,7 +112,7 @@ def build_param_groups(
     kwargs = dict(options)
     if fresh is not None and accepts_keyword(fn, "fresh"):
         kwargs["fresh"] = fresh
-    first = next(iter(inspect.signature(fn).parameters))  # the model, whatever its name
+    first = next(iter(signature_of(fn).parameters))  # the model, whatever its name
     check_arguments(fn, {first: model, **kwargs}, "optimizer.params", owner=f"builder '{builder}'")
     with paused_gc():
         groups = fn(model, **kwargs)
