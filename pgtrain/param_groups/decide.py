@@ -13,7 +13,7 @@ from pgtrain.param_groups.settings import ParamSettings
 __all__ = ["select", "decide", "normalize_fresh"]
 
 # A builder step applied before the rules, per parameter: (source, key, value) settings.
-StartFn = Callable[[int], Iterable[tuple[str, str, Any]]]
+StartFn = Callable[[int], Iterable[tuple[str, str, Any]]] | Sequence[Iterable[tuple[str, str, Any]]]
 
 
 def normalize_fresh(fresh: Iterable[str] | None) -> frozenset[str] | None:
@@ -74,7 +74,8 @@ def decide(
         weight_decay: the base weight decay.
         fresh: names of parameters the initial checkpoint did not provide (None: not known).
         label: the group label of a parameter no rule labels.
-        start: a builder step applied to each parameter before the rules (e.g. layer decay).
+        start: a builder step applied to each parameter before the rules (e.g. layer decay):
+            a function of the parameter's index, or the steps of every parameter in order.
         first_match: rules applied after `start` and before `rules` where the first rule that
             selects a parameter is the only one of them that applies to it (if / elif).
     """
@@ -82,11 +83,13 @@ def decide(
     count = len(params.names)
     # Read once per parameter, before the rules; the list keeps every step alive, so no two
     # steps share an id (the settling key below).
-    steps_of: list[tuple] = (
-        [()] * count
-        if start is None
-        else [s if type(s) is tuple else tuple(s) for s in map(start, range(count))]
-    )
+    if start is None:
+        steps_of: list[tuple] = [()] * count
+    else:
+        given = start if isinstance(start, Sequence) else map(start, range(count))
+        steps_of = [s if type(s) is tuple else tuple(s) for s in given]
+        if len(steps_of) != count:
+            raise ValueError(f"start gives {len(steps_of)} steps for {count} parameters")
     every = [*first_match, *rules]  # bit k of a parameter's mask: every[k] applies to it
     masks = [0] * count
     claimed: set[int] = set()

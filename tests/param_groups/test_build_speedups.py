@@ -156,3 +156,21 @@ def test_plan_with_a_builder_step_returning_generators(detector):
     assert lrs[params.names[0]] == 0.5
     assert set(lrs.values()) == {0.5, 1.0}
     assert torch.optim.SGD(groups, lr=1.0)
+
+
+def test_builder_steps_as_a_list_equal_steps_from_a_function(vit):
+    import pytest
+
+    params = collect_model_params(vit)
+    count = len(params.names)
+    layers = [(("mine", "lr_mult", float(i % 3 + 1)),) for i in range(3)]
+
+    def settle(start):
+        decisions = decide(params, [], lr=1.0, weight_decay=0.0, start=start)
+        return [(d.name, d.lr, d.applied) for d in decisions]
+
+    by_list = settle([layers[i % 3] for i in range(count)])
+    assert by_list == settle(lambda i: layers[i % 3])
+    assert {lr for _, lr, _ in by_list} == {1.0, 2.0, 3.0}
+    with pytest.raises(ValueError, match=f"start gives 2 steps for {count} parameters"):
+        decide(params, [], lr=1.0, weight_decay=0.0, start=layers[:2])

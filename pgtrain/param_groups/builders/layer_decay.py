@@ -78,18 +78,12 @@ def layer_decay_param_groups(
     scales = layer_scales(decay, depth)
     last = depth + 1
 
-    steps: dict[int, tuple[tuple[str, str, Any], ...]] = {}
-
-    def start(i: int) -> tuple[tuple[str, str, Any], ...]:
-        # One tuple per layer, so `decide` settles each layer's parameters once.
-        layer = found.ids.get(params.names[i], last)
-        step = steps.get(layer)
-        if step is None:
-            step = steps[layer] = (
-                ("layer_decay", "group", f"layer_{layer}"),
-                ("layer_decay", "lr_mult", scales[layer]),
-            )
-        return step
+    # One tuple per layer, shared by its parameters, so `decide` settles each layer once.
+    steps = [
+        (("layer_decay", "group", f"layer_{layer}"), ("layer_decay", "lr_mult", scales[layer]))
+        for layer in range(last + 1)
+    ]
+    start = [steps[found.ids.get(name, last)] for name in params.names]
 
     specs: list[dict[str, Any]] = weight_decay_exemptions()
     skip = [skip] if isinstance(skip, str) else list(skip)  # a generator is read once
