@@ -1,6 +1,6 @@
 """Layer-decay groups of timm's ViT-B and ViT-L: pgtrain's build + audit against timm's own.
 
-    .venv/bin/python benchmarks/timm_layer_decay.py [--repeats 7]
+    .venv/bin/python benchmarks/timm_layer_decay.py [--repeats 21]
 
 Both build the groups of the same model (timm's ``vit_base_patch16_224`` and
 ``vit_large_patch16_224``, made on the meta device: names and shapes only), decay 0.65, weight
@@ -49,7 +49,7 @@ def seconds(fn, model) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=21)
     args = parser.parse_args()
     print(f"timm {timm.__version__}, torch {torch.__version__}")
     for name in ("vit_base_patch16_224", "vit_large_patch16_224"):

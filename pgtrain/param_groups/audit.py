@@ -1,6 +1,7 @@
 """Audit: every trainable parameter in exactly one group, nothing the model does not own."""
 
 from collections.abc import Iterable, Mapping
+from itertools import repeat
 from typing import Any
 
 import torch
@@ -112,13 +113,32 @@ def _normalize(group: dict[str, Any], i: int) -> dict[str, Any]:
 def _place(group: dict[str, Any], params: ModelParams, placed: dict[int, str]) -> list[str]:
     """Finds each tensor of `group` in the model; returns the canonical names, in group order."""
     gname = group["name"]
+    tensors = group["params"]
     given = group.get("param_names")
-    if given is not None and len(given) != len(group["params"]):
+    if given is not None and len(given) != len(tensors):
         raise ConfigError(
-            f"param group '{gname}' has {len(group['params'])} params but {len(given)} param_names"
+            f"param group '{gname}' has {len(tensors)} params but {len(given)} param_names"
         )
+    # Every check at once, on the lists (a parameter list holds each tensor alive, so an id
+    # found is that very tensor); anything amiss is found and named by the walk below.
+    indices = list(map(params.index_of_tensor.get, map(id, tensors)))
+    if (
+        None not in indices
+        and len(set(indices)) == len(indices)
+        and placed.keys().isdisjoint(indices)
+        and (given is None or list(map(params.index_of_name.get, map(str, given))) == indices)
+    ):
+        placed.update(zip(indices, repeat(gname)))
+        return list(map(params.names.__getitem__, indices))
+    return _place_each(gname, tensors, given, params, placed)
+
+
+def _place_each(
+    gname: str, tensors: list[Any], given: Any, params: ModelParams, placed: dict[int, str]
+) -> list[str]:
+    """`_place` one tensor at a time, raising at the first that is wrong."""
     names = []
-    for k, tensor in enumerate(group["params"]):
+    for k, tensor in enumerate(tensors):
         if not isinstance(tensor, torch.Tensor):
             raise ConfigError(
                 f"param group '{gname}' holds a {type(tensor).__name__}, not a parameter tensor"
@@ -183,10 +203,12 @@ def _record_from_groups(
                 options=options,
                 applied=list(applied),
             )
+    decisions = {}
     for i, name in enumerate(params.names):
         decision = by_index.get(i) or ParamDecision(name, (), "", frozen=True)
         decision.shape = tuple(params.tensors[i].shape)
-        record.decisions[name] = decision
+        decisions[name] = decision
+    record.decisions = decisions
     return record
 
 

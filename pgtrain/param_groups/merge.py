@@ -5,6 +5,7 @@ from typing import Any
 
 import torch
 
+from pgtrain.param_groups.decide import Decisions, Outcome
 from pgtrain.param_groups.names import param_group_names
 from pgtrain.param_groups.record import ParamDecision
 
@@ -14,7 +15,7 @@ _SHORT = {"weight_decay": "wd", "lr_scale": "x"}
 
 
 def merge_param_groups(
-    decisions: Sequence[ParamDecision],
+    decisions: Decisions | Sequence[ParamDecision],
     tensors: Sequence[torch.Tensor],
     *,
     merge_labels: bool = False,
@@ -28,50 +29,55 @@ def merge_param_groups(
     difference appended, e.g. ``layer_3[wd=0]`` and ``layer_3[wd=0.05]``, so names are unique.
 
     Args:
-        decisions: one per parameter, in model order.
+        decisions: one per parameter, in model order (`decide`'s `Decisions`, or a list).
         tensors: the parameters, aligned with `decisions`.
         merge_labels: merge groups with equal hyperparameters across labels.
     """
+    decided = Decisions.of(decisions, tensors)
     found: dict[tuple, _Members] = {}
-    for decision, tensor in zip(decisions, tensors, strict=True):
-        if decision.frozen:
+    members_of: list[_Members | None] = []  # per outcome: the group its parameters join
+    for outcome in decided.outcomes:
+        if outcome.frozen:
+            members_of.append(None)
             continue
-        options = tuple(sorted(decision.options.items())) if decision.options else ()
+        options = tuple(sorted(outcome.options.items())) if outcome.options else ()
         key = (
-            None if merge_labels else decision.label,
-            decision.lr,
-            decision.lr_scale,
-            decision.weight_decay,
+            None if merge_labels else outcome.label,
+            outcome.lr,
+            outcome.lr_scale,
+            outcome.weight_decay,
             options,
         )
         members = found.get(key)
         if members is None:
-            members = found[key] = _Members(decision)
-        members.tensors.append(tensor)
-        members.names.append(decision.name)
-        members.labels[decision.label] = None
-        applied = decision.applied
-        if applied != members.last_applied:  # else its sources are in already
-            members.last_applied = applied
-            for source, _, _ in applied:
-                members.sources[source] = None
+            members = found[key] = _Members(outcome)
+        members.labels[outcome.label] = None
+        for source, _, _ in outcome.applied:
+            members.sources[source] = None
+        members_of.append(members)
+    # Outcomes come in the order of their first parameter, so groups, labels and sources keep
+    # the model's order; only the members are gathered per parameter.
+    for name, tensor, k in zip(decided.names, tensors, decided.outcome_of, strict=True):
+        members = members_of[k]
+        if members is not None:
+            members.tensors.append(tensor)
+            members.names.append(name)
     result = [members.group() for members in found.values()]
     _make_names_unique(result)
     return result
 
 
 class _Members:
-    """What one group gathers from its parameters' decisions, in model order."""
+    """What one group gathers from its parameters' outcomes, in model order."""
 
-    __slots__ = ("first", "tensors", "names", "labels", "sources", "last_applied")
+    __slots__ = ("first", "tensors", "names", "labels", "sources")
 
-    def __init__(self, first: ParamDecision) -> None:
+    def __init__(self, first: Outcome | ParamDecision) -> None:
         self.first = first  # its hyperparameters are the group's
         self.tensors: list[torch.Tensor] = []
         self.names: list[str] = []
         self.labels: dict[str, None] = {}  # dicts as ordered sets
         self.sources: dict[str, None] = {}
-        self.last_applied: list | None = None  # members mostly share their provenance
 
     def group(self) -> dict[str, Any]:
         """The torch param group, named by its labels (made unique later)."""
@@ -98,7 +104,8 @@ def _make_names_unique(groups: list[dict[str, Any]]) -> None:
     for base, same in by_name.items():
         if len(same) == 1:
             continue
-        keys = [k for k in _hyper_keys(same) if len({repr(g.get(k)) for g in same}) > 1]
+        first, rest = same[0], same[1:]
+        keys = [k for k in _hyper_keys(same) if _differ(first, rest, k)]
         if not keys:
             continue
         for group in same:
@@ -109,14 +116,29 @@ def _make_names_unique(groups: list[dict[str, Any]]) -> None:
         group["name"] = name
 
 
+def _differ(first: dict[str, Any], rest: list[dict[str, Any]], key: str) -> bool:
+    """Whether the groups show different values of `key` (``1`` and ``1.0`` differ)."""
+    value = first.get(key)
+    shown = None
+    for group in rest:
+        other = group.get(key)
+        if other is value:  # one object, one repr (mostly a rule's own value)
+            continue
+        if shown is None:
+            shown = repr(value)
+        if repr(other) != shown:
+            return True
+    return False
+
+
 _NOT_HYPER = frozenset(("name", "params", "param_names", "rules", "lr_scale"))
 
 
 def _hyper_keys(groups: list[dict[str, Any]]) -> list[str]:
     keys = dict.fromkeys(("lr", "weight_decay"))  # an ordered set
     for group in groups:
-        keys.update(dict.fromkeys(k for k in group if k not in _NOT_HYPER))
-    return list(keys)
+        keys.update(dict.fromkeys(group))
+    return [k for k in keys if k not in _NOT_HYPER]
 
 
 def _fmt(value: Any) -> str:

@@ -2,6 +2,7 @@
 (`BuildRecord`), and the group list that carries it (`ParamGroups`)."""
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,7 +75,8 @@ class BuildRecord:
         builder: the builder's registry name (or ``"groups"`` for hand-made groups).
         base_lr: the ``lr`` option, or None when the groups did not come from a builder.
         base_weight_decay: the ``weight_decay`` option, or None likewise.
-        decisions: one per parameter, canonical names, in model order (frozen ones included).
+        decisions: one per parameter, canonical names, in model order (frozen ones included);
+            a build's are made on first read (`pgtrain.param_groups.decide.Decisions`).
         aliases: the other names of shared or tied parameters, keyed by canonical name.
         sources: how each rule or builder step shows in reports, keyed by its id.
         notes: facts worth a line in the report (layer ids found, hints that matched nothing).
@@ -83,7 +85,7 @@ class BuildRecord:
     builder: str
     base_lr: float | None = None
     base_weight_decay: float | None = None
-    decisions: dict[str, ParamDecision] = field(default_factory=dict)
+    decisions: Mapping[str, ParamDecision] = field(default_factory=dict)
     aliases: dict[str, list[str]] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)

@@ -11,8 +11,10 @@ import difflib
 import fnmatch
 import functools
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import compress, count, repeat
+from operator import attrgetter
 from typing import Any
 
 from torch import nn
@@ -95,16 +97,26 @@ def closest_names(word: str, names: Sequence[str], n: int = 3) -> list[str]:
     return found
 
 
-def _names_matching(test: Callable[[str], bool], params: ModelParams) -> set[int]:
-    found = {i for i, n in enumerate(params.names) if test(n)}
+# A name entry compiles to a test of many names at once: ``names -> the positions that match``,
+# found by a C method mapped over the names (a model has thousands; a Python call per name costs
+# more than the rest of the rule).
+NamesTest = Callable[[Sequence[str]], set[int]]
+
+
+def _positions(flags: Iterable[Any]) -> set[int]:
+    return set(compress(count(), flags))
+
+
+def _names_matching(test: NamesTest, params: ModelParams) -> set[int]:
+    found = test(params.names)
     for i, extra in params.aliases.items():  # tied parameters answer to every name
-        if i not in found and any(test(n) for n in extra):
+        if i not in found and test(extra):
             found.add(i)
     return found
 
 
 def _pick_names(
-    entries: list[tuple[str, Callable[[str], Any]]],
+    entries: list[tuple[str, NamesTest]],
     params: ModelParams,
     ctx: SelectContext,
     key: str,
@@ -122,27 +134,36 @@ def _pick_names(
     return hits
 
 
-def _name_selector(key: str, doc: str, compile_entry: Callable[[str], Callable]) -> Selector:
-    def parse(value: Any, where: str) -> list[tuple[str, Callable[[str], Any]]]:
+def _name_selector(key: str, doc: str, compile_entry: Callable[[str, str], NamesTest]) -> Selector:
+    def parse(value: Any, where: str) -> list[tuple[str, NamesTest]]:
         return [(p, compile_entry(p, where)) for p in _entries(value, where)]
 
     return Selector(key, doc, parse, functools.partial(_pick_names, key=key))
 
 
-def _glob(pattern: str, where: str) -> Callable[[str], Any]:
-    return re.compile(fnmatch.translate(pattern)).match
+def _glob(pattern: str, where: str) -> NamesTest:
+    match = re.compile(fnmatch.translate(pattern)).match
+    return lambda names: _positions(map(match, names))
 
 
-def _regex(pattern: str, where: str) -> Callable[[str], Any]:
+def _regex(pattern: str, where: str) -> NamesTest:
     try:
-        return re.compile(pattern).search
+        search = re.compile(pattern).search
     except re.error as e:
         raise ConfigError(f"{where}: invalid regular expression: {e}") from e
+    return lambda names: _positions(map(search, names))
 
 
-def _name_or_suffix(entry: str, where: str) -> Callable[[str], bool]:
-    suffix = "." + entry
-    return lambda name: name == entry or name.endswith(suffix)
+def _name_or_suffix(entry: str, where: str) -> NamesTest:
+    return functools.partial(_named_or_ending, entry, ("." + entry,))
+
+
+def _named_or_ending(name: str, endings: tuple[str, ...], names: Sequence[str]) -> set[int]:
+    """The positions of `name` itself and of the names that end with one of `endings`."""
+    found = _positions(map(str.endswith, names, repeat(endings)))
+    if name in names:  # names are distinct: one position at most
+        found.add(names.index(name))
+    return found
 
 
 # The module selector.
@@ -255,21 +276,34 @@ def _pick_modules(
 def _flag_selector(
     key: str,
     doc: str,
-    has: Callable[[ModelParams, SelectContext], Callable[[int], bool]],
+    has: Callable[[ModelParams, SelectContext], Collection[int]],
     **kw: Any,
 ) -> Selector:
-    """A selector ``key: true/false`` picking the parameters where ``has(...)(i)`` equals it."""
+    """A selector ``key: true/false``; ``has(...)`` gives the indices of the parameters that
+    have the property (``false`` picks the others)."""
 
-    def pick(value: bool, params: ModelParams, ctx: SelectContext) -> list[int]:
-        test = has(params, ctx)
-        return [i for i in range(len(params.names)) if test(i) == value]
+    def pick(value: bool, params: ModelParams, ctx: SelectContext) -> Collection[int]:
+        having = has(params, ctx)
+        return having if value else set(range(len(params.names))).difference(having)
 
     return Selector(key, doc, parse_bool, pick, **kw)
 
 
+_BIAS_ENDINGS = (".bias", "_bias")
+
+
 def _is_bias(name: str) -> bool:
     """The name's last part is ``bias`` or ends with ``_bias`` (``q_bias``)."""
-    return name == "bias" or name.endswith((".bias", "_bias"))
+    return name == "bias" or name.endswith(_BIAS_ENDINGS)
+
+
+def _biases(params: ModelParams, ctx: SelectContext) -> set[int]:
+    """`_is_bias` of every name, in C."""
+    return _named_or_ending("bias", _BIAS_ENDINGS, params.names)
+
+
+def _trainable(params: ModelParams, ctx: SelectContext) -> set[int]:
+    return set(compress(count(), map(attrgetter("requires_grad"), params.tensors)))
 
 
 def fresh_indices(params: ModelParams, fresh: Iterable[str] | None) -> set[int]:
@@ -286,12 +320,12 @@ def _parse_max_ndim(value: Any, where: str) -> int:
     return value
 
 
-def _pick_max_ndim(value: int, params: ModelParams, ctx: SelectContext) -> list[int]:
-    return [i for i, t in enumerate(params.tensors) if t.ndim <= value]
+def _pick_max_ndim(value: int, params: ModelParams, ctx: SelectContext) -> Iterable[int]:
+    return compress(count(), map(value.__ge__, map(attrgetter("ndim"), params.tensors)))
 
 
-def _fresh_test(params: ModelParams, ctx: SelectContext) -> Callable[[int], bool]:
-    return fresh_indices(params, ctx.fresh).__contains__
+def _fresh(params: ModelParams, ctx: SelectContext) -> set[int]:
+    return fresh_indices(params, ctx.fresh)
 
 
 _SELECTOR_LIST = (
@@ -330,7 +364,7 @@ _SELECTOR_LIST = (
     _flag_selector(
         "bias",
         "the parameter's own name is ``bias`` or ends with ``_bias`` (``q_bias``).",
-        lambda params, ctx: [_is_bias(name) for name in params.names].__getitem__,
+        _biases,
     ),
     Selector(
         "max_ndim",
@@ -344,19 +378,19 @@ _SELECTOR_LIST = (
         "submodule (timm-style hints, prefixed with the submodule's name; a hint naming a module "
         "covers its parameters, and a hint naming nothing is ignored, as models declare optional "
         "ones).",
-        lambda params, ctx: params.hinted_indices.__contains__,
+        lambda params, ctx: params.hinted_indices,
     ),
     _flag_selector(
         "fresh",
         "the parameter was not provided by the initial checkpoint (bound at run time); a rule "
         "selecting fresh parameters may match nothing.",
-        _fresh_test,
+        _fresh,
         may_match_nothing=True,
     ),
     _flag_selector(
         "requires_grad",
         "the parameter's ``requires_grad`` flag (``False`` selects frozen ones).",
-        lambda params, ctx: lambda i: params.tensors[i].requires_grad,
+        _trainable,
     ),
 )
 

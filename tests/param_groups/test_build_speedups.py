@@ -174,3 +174,47 @@ def test_builder_steps_as_a_list_equal_steps_from_a_function(vit):
     assert {lr for _, lr, _ in by_list} == {1.0, 2.0, 3.0}
     with pytest.raises(ValueError, match=f"start gives 2 steps for {count} parameters"):
         decide(params, [], lr=1.0, weight_decay=0.0, start=layers[:2])
+
+
+def test_selectors_in_c_pick_what_a_per_name_test_picks():
+    """The name and flag selectors test all names at once; a plain per-name loop agrees."""
+    import fnmatch
+    import re
+
+    from pgtrain.param_groups.decide import select
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bias = nn.Parameter(torch.zeros(2))  # a top-level parameter named "bias"
+            self.emb = nn.Embedding(4, 2)
+            self.attn = nn.Linear(2, 2)
+            self.attn.q_bias = nn.Parameter(torch.zeros(2))
+            self.head = nn.Linear(2, 4, bias=False)
+            self.head.weight = self.emb.weight  # tied: head.weight is an alias
+            self.attn.weight.requires_grad_(False)
+
+    model = Model()
+    params = collect_model_params(model)
+    every = {i: [n, *params.aliases.get(i, [])] for i, n in enumerate(params.names)}
+
+    def expected(test):
+        return [i for i, names in every.items() if any(test(n) for n in names)]
+
+    cases = [
+        ({"match": "head.*"}, lambda n: fnmatch.fnmatchcase(n, "head.*")),
+        ({"regex": r"attn\.(q_)?bias$"}, lambda n: re.search(r"attn\.(q_)?bias$", n)),
+        ({"names": ["weight"]}, lambda n: n == "weight" or n.endswith(".weight")),
+        ({"names": ["bias"]}, lambda n: n == "bias" or n.endswith(".bias")),
+        ({"bias": True}, _is_bias),
+    ]
+    for selectors, test in cases:
+        rule = parse_rules([{**selectors, "lr_mult": 2.0}])[0]
+        assert select(rule, params, None) == expected(test), selectors
+    biases = parse_rules([{"bias": False, "lr_mult": 2.0}])[0]
+    assert select(biases, params, None) == [
+        i for i, n in enumerate(params.names) if not _is_bias(n)
+    ]
+    frozen = parse_rules([{"requires_grad": False, "frozen": False}])[0]
+    assert [params.names[i] for i in select(frozen, params, None)] == ["attn.weight"]
+    assert _is_bias("bias") and _is_bias("attn.q_bias") and "head.weight" in params.aliases[1]

@@ -113,6 +113,19 @@ def test_parameter_in_two_groups_is_an_error(vit):
         audit_param_groups(vit, groups)
 
 
+def test_parameter_twice_in_one_group_or_a_non_tensor_is_an_error(vit):
+    params = list(vit.parameters())
+    twice = [{"params": [*params, params[3]], "name": "a"}]
+    with pytest.raises(ConfigError, match=r"is in param group 'a' and again in 'a'"):
+        audit_param_groups(vit, twice)
+    with pytest.raises(ConfigError, match="param group 'b' holds a str, not a parameter tensor"):
+        audit_param_groups(vit, [{"params": [*params[:2], "w"], "name": "b"}])
+    names = [n for n, _ in vit.named_parameters()]
+    names[5], names[6] = names[6], names[5]  # right names, in the wrong order
+    with pytest.raises(ConfigError, match=rf"param_names\[5\] is '{names[5]}'"):
+        audit_param_groups(vit, [{"params": params, "param_names": names}])
+
+
 def test_trainable_parameter_in_no_group_is_an_error(vit):
     params = list(vit.named_parameters())
     groups = [{"params": [p for n, p in params if n != "head.bias"]}]
