@@ -24,6 +24,8 @@ setup(
         "matplotlib",
         "scikit-learn",  # its bundled 8x8 digits are the ViT project's offline dataset
     ],
+    # `pgtrain train --config ...`, `pgtrain inspect ...`: every tool from any folder
+    entry_points={"console_scripts": ["pgtrain=pgtrain.cli:main"]},
     # timm: test-only, for the layer-decay parity tests against timm's own grouping
     extras_require={
         # tools/submit.py: Slurm (and submitit's local executor) with requeue on preemption

@@ -13,6 +13,7 @@ depend only on the parameters. Run ``python -m pgtrain.data.shapes --out DIR`` t
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -27,8 +28,12 @@ from pgtrain.data.coco import COCOInstanceDataset
 from pgtrain.data.shapes_draw import CLASS_SETS, SHAPE_NAMES, draw_image
 from pgtrain.errors import ConfigError, PgtrainError
 from pgtrain.utils import comm
+from pgtrain.utils.logger import setup_logger
+from pgtrain.utils.progress import Progress
 
 __all__ = ["CLASS_SETS", "default_shapes_root", "ensure_shapes", "shapes_dataset", "shapes_path"]
+
+logger = logging.getLogger(__name__)
 
 _VERSION = 1  # bump when drawing changes, so cached datasets are regenerated
 _STAMP = "shapes_stamp.json"
@@ -50,7 +55,13 @@ def _image_size(rng: np.random.Generator, long_side: int) -> tuple[int, int]:
 
 
 def _write_split(
-    folder: str, set_name: str, split: str, num_images: int, image_size: int, seed: int
+    folder: str,
+    set_name: str,
+    split: str,
+    num_images: int,
+    image_size: int,
+    seed: int,
+    progress: Progress,
 ) -> None:
     """Draws a split's images into ``folder/<split>/`` and writes ``folder/<split>.json``."""
     kinds = CLASS_SETS[set_name]
@@ -64,6 +75,7 @@ def _write_split(
         # Fast compression: a few times quicker than the default and still lossless.
         Image.fromarray(pixels).save(os.path.join(folder, split, file_name), compress_level=1)
         height, width = pixels.shape[:2]
+        progress.update()
         images.append({"id": i + 1, "file_name": file_name, "height": height, "width": width})
         for kind, mask in instances:
             rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
@@ -100,11 +112,23 @@ def _generate(root: str, params: dict[str, Any]) -> None:
     parent = os.path.dirname(os.path.abspath(root))
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".shapes-tmp-", dir=parent)
+    counts = (params["num_train"], params["num_val"])
+    total = len(CLASS_SETS) * sum(counts)
+    logger.info("Generating the shapes dataset (%d images) in %s, once", total, root)
     try:
-        for set_name in sorted(CLASS_SETS):
-            folder = os.path.join(tmp, set_name)
-            for split, count in zip(_SPLITS, (params["num_train"], params["num_val"]), strict=True):
-                _write_split(folder, set_name, split, count, params["image_size"], params["seed"])
+        with Progress("Generating shapes", total, logger, unit="image") as progress:
+            for set_name in sorted(CLASS_SETS):
+                folder = os.path.join(tmp, set_name)
+                for split, count in zip(_SPLITS, counts, strict=True):
+                    _write_split(
+                        folder,
+                        set_name,
+                        split,
+                        count,
+                        params["image_size"],
+                        params["seed"],
+                        progress,
+                    )
         with open(os.path.join(tmp, _STAMP), "w") as f:
             json.dump(params, f, indent=1)
         _move_into_place(tmp, root, params)
@@ -257,6 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=256, help="long side of the images")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    setup_logger()  # the progress lines
     try:
         root = ensure_shapes(
             args.out,

@@ -1,7 +1,6 @@
 """The evaluator protocol and inference_on_dataset."""
 
 import logging
-import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -9,6 +8,7 @@ import torch
 from torch import nn
 
 from pgtrain.utils import comm, sharding
+from pgtrain.utils.progress import Progress
 
 __all__ = ["DatasetEvaluator", "inference_on_dataset"]
 
@@ -52,8 +52,11 @@ def inference_on_dataset(
     was_training = model.training
     model.eval()
     evaluator.reset()
-    start = time.perf_counter()
-    count = 0
+    try:
+        total: int | None = len(data_loader)  # type: ignore[arg-type]
+    except TypeError:  # an iterable without a length
+        total = None
+    progress = Progress("Inference", total, logger, unit="batch")
     # (batch, whether its outputs count)
     if lockstep is None:
         lockstep = comm.get_world_size() > 1 and any(map(sharding.is_sharded, model.parameters()))
@@ -64,10 +67,10 @@ def inference_on_dataset(
                 outputs = model(inputs)
                 if real:
                     evaluator.process(inputs, outputs)
-                    count += 1
+                    progress.update()
     finally:
         model.train(was_training)
-    logger.info("Inference on %d batches took %.2f s", count, time.perf_counter() - start)
+    progress.close()
     return evaluator.evaluate()
 
 

@@ -6,7 +6,7 @@ weight decay), `tools/plot_lr.py`'s first LRs equal the trainer's, and the table
 its start is the one the inspect tool prints.
 """
 
-import importlib.util
+import importlib
 import json
 import logging
 import os
@@ -19,10 +19,8 @@ from tests._repo_configs import ROOT, as_full_config, repo_configs, tiny_overrid
 
 
 def load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The tool's module (``tools/<name>.py`` runs it; the code is ``pgtrain/tools/<name>.py``)."""
+    return importlib.import_module(f"pgtrain.tools.{name}")
 
 
 def snapshot(groups):
