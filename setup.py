@@ -24,7 +24,7 @@ setup(
         "matplotlib",
         "scikit-learn",  # its bundled 8x8 digits are the ViT project's offline dataset
     ],
-    # `pgtrain train --config ...`, `pgtrain inspect ...`: every tool from any folder
+    # `pgtrain train --config ...`, `pgtrain predict ...`: every tool from any folder
     entry_points={"console_scripts": ["pgtrain=pgtrain.cli:main"]},
     # timm: test-only, for the layer-decay parity tests against timm's own grouping
     extras_require={
@@ -32,6 +32,19 @@ setup(
         "slurm": ["submitit==1.5.4"],
         # schedule-free AdamW / SGD (the trainer switches their train / eval modes)
         "schedulefree": ["schedulefree==1.4.1"],
-        "dev": ["pytest", "ruff", "timm", "submitit==1.5.4", "schedulefree==1.4.1"],
+        # timm models as backbones (the "timm" and "timm_fpn" entries), weights from local files
+        "timm": ["timm>=1.0"],
+        # experiment trackers beside TensorBoard (train.trackers=[mlflow, wandb])
+        "mlflow": ["mlflow-skinny>=3"],
+        "wandb": ["wandb>=0.19"],
+        "dev": [
+            "pytest",
+            "ruff",
+            "timm",
+            "submitit==1.5.4",
+            "schedulefree==1.4.1",
+            "mlflow-skinny>=3",
+            "wandb>=0.19",
+        ],
     },
 )

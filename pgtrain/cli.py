@@ -19,6 +19,7 @@ __all__ = ["COMMANDS", "main"]
 # command -> (module in pgtrain.tools, one line of help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train_net", "train (or --eval-only evaluate) a config"),
+    "predict": ("predict", "run a trained detector on image files, folders or globs"),
     "inspect": ("inspect_param_groups", "print a config's param groups, per group and parameter"),
     "diff": ("diff_param_groups", "compare the param groups of two configs, runs or checkpoints"),
     "plot-lr": ("plot_lr", "plot every param group's LR schedule"),

@@ -41,6 +41,15 @@ def as_full_config(cfg: DictConfig) -> list[DictConfig]:
     return full
 
 
+_FEW_ROIS = {
+    "rpn_pre_nms_top_n_train": 300,
+    "rpn_post_nms_top_n_train": 150,
+    "rpn_pre_nms_top_n_test": 300,
+    "rpn_post_nms_top_n_test": 150,
+    "box_batch_size_per_image": 64,
+}
+
+
 def tiny_overrides(cfg: DictConfig, tmp_path) -> list[str]:
     """Overrides that keep a repo config's data tiny and its outputs under `tmp_path`."""
     opts = []
@@ -54,6 +63,10 @@ def tiny_overrides(cfg: DictConfig, tmp_path) -> list[str]:
         opts.append(f"train.output_dir={tmp_path / 'run'}")
     if cfg.get("train", {}).get("init_checkpoint"):  # a fine-tuning config's earlier stage
         opts.append("train.init_checkpoint=")
+    model = cfg.get("model", {})
+    if "min_size" in model and "max_size" in model:  # torchvision's detectors: 800 px, 2000 RoIs
+        opts += ["model.min_size=256", "model.max_size=256"]
+        opts += [f"model.{k}={v}" for k, v in _FEW_ROIS.items() if k in model]
     return opts
 
 

@@ -54,10 +54,11 @@ def load_model_state(
     except RuntimeError as e:
         raise CheckpointError(f"Could not load model weights from {path}: {e}") from e
     skipped = {key for key, _, _ in mismatched}
-    loaded = [key for key in usable if key in model_state]
     # What the model itself says it did not get: load_state_dict's missing keys account for
-    # modules that rename old keys while loading (torchvision's older detector checkpoints).
+    # modules that rename old keys while loading (torchvision's older detector checkpoints), so
+    # the keys loaded are the model's others, renamed ones included.
     not_provided = set(result.missing_keys) | skipped
+    loaded = [key for key in model_state if key not in not_provided]
     left_out = skipped | set(excluded) | _left_out_with_ties(excluded, aliases)
     missing = [
         key

@@ -36,7 +36,7 @@ from pgtrain.engine.run.entry import (
     save_config,
     user_errors_exit,
 )
-from pgtrain.engine.run.evaluate import model_with_weights
+from pgtrain.engine.run.evaluate import model_with_weights, require_whole_fit
 from pgtrain.engine.run.settings import (
     TrainSettings,
     check_run_config,
@@ -63,6 +63,7 @@ __all__ = [
     "build_run",
     "load_model",
     "model_with_weights",
+    "require_whole_fit",
     "loader_effective_batch",
     "resume_training_state",
     "check_output_dir",

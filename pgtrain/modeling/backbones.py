@@ -18,9 +18,15 @@ Options shared by every entry (all keyword-only):
     fpn_channels: Channels of every pyramid level (256 in torchvision; 128 is cheaper).
     extra_pool: Add a max-pooled level on top (P6 over P5), as torchvision does.
     frozen_bn: Use frozen batch norm (statistics and affine fixed). Default: pretrained.
+    fpn_norm: Norm layer in the pyramid's convolutions, by name (`pgtrain.modeling.heads.
+        norm_layer`): None (torchvision's ``maskrcnn_resnet50_fpn``: none, convolutions with
+        biases) or ``"batch_norm"`` (as torchvision's ``maskrcnn_resnet50_fpn_v2``).
+    norm_eps: ``eps`` of the trunk's norm layers; None keeps torchvision's 1e-5. torchvision
+        sets 0.0 on the frozen ones when it loads its original COCO Mask R-CNN weights.
 """
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, NamedTuple
 
 from torch import Tensor, nn
@@ -31,9 +37,10 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from pgtrain.errors import ConfigError
+from pgtrain.modeling.heads import norm_layer
 from pgtrain.modeling.pretrained import imagenet_weights
 from pgtrain.modeling.registries import BACKBONES
-from pgtrain.utils.checks import is_whole
+from pgtrain.utils.checks import is_real, is_whole
 
 __all__ = [
     "FPNBackbone",
@@ -55,7 +62,8 @@ class FPNBackbone(nn.Module):
 
     Attributes:
         body: The trunk, wrapped so that it returns the chosen stages as "0", "1", ...
-        fpn: torchvision's FeaturePyramidNetwork (plus a "pool" level if ``extra_pool``).
+        fpn: torchvision's FeaturePyramidNetwork (plus a "pool" level if ``extra_pool``), with
+            `fpn_norm_layer` after its convolutions when one is given.
         out_channels: Channels of every pyramid level (MaskRCNN reads it).
         featmap_names: Levels that RoI pooling reads (the pyramid without the "pool" level).
         num_levels: Number of pyramid levels, i.e. of RPN anchor sizes.
@@ -68,11 +76,15 @@ class FPNBackbone(nn.Module):
         in_channels_list: list[int],
         out_channels: int,
         extra_pool: bool,
+        fpn_norm_layer: Callable[..., nn.Module] | None = None,
     ) -> None:
         super().__init__()
         self.body = IntermediateLayerGetter(trunk, return_layers=return_layers)
         self.fpn = FeaturePyramidNetwork(
-            in_channels_list, out_channels, extra_blocks=LastLevelMaxPool() if extra_pool else None
+            in_channels_list,
+            out_channels,
+            extra_blocks=LastLevelMaxPool() if extra_pool else None,
+            norm_layer=fpn_norm_layer,
         )
         self.out_channels = out_channels
         self.featmap_names = list(return_layers.values())
@@ -108,27 +120,29 @@ class _FPNOptions(NamedTuple):
     fpn_channels: int
     extra_pool: bool
     frozen_bn: bool | None
+    fpn_norm: str | None
+    norm_eps: float | None
 
 
 def _resnet_fpn(arch: str, options: _FPNOptions) -> FPNBackbone:
     """Builds a torchvision ResNet with `options` and puts an FPN on its returned stages."""
     o = _checked(arch, options)
     weights = imagenet_weights(arch) if o.pretrained else None
-    trunk = getattr(resnet, arch)(weights=weights, norm_layer=_norm_layer(o.frozen_bn))
+    trunk = getattr(resnet, arch)(weights=weights, norm_layer=_norm_layer(o.frozen_bn, o.norm_eps))
     stages = [[getattr(trunk, n)] for n in _RESNET_STAGES]
     stages[0].append(trunk.bn1)  # the stem's norm trains with conv1 (torchvision does the same)
     _freeze_below(stages, o.trainable_layers)
     return_layers = {f"layer{k}": str(i) for i, k in enumerate(o.returned_layers)}
     # torchvision's width rule: C2 has inplanes / 8 channels, doubling per stage.
     in_channels = [trunk.inplanes // 8 * 2 ** (k - 1) for k in o.returned_layers]
-    return _marked(FPNBackbone(trunk, return_layers, in_channels, o.fpn_channels, o.extra_pool), o)
+    return _marked(_fpn_backbone(trunk, return_layers, in_channels, o), o)
 
 
 def _mobilenet_fpn(arch: str, options: _FPNOptions) -> FPNBackbone:
     """Builds a torchvision MobileNet with `options`; stage k ends where stride 2^(k+1) ends."""
     o = _checked(arch, options)
     weights = imagenet_weights(arch) if o.pretrained else None
-    net = getattr(mobilenet, arch)(weights=weights, norm_layer=_norm_layer(o.frozen_bn))
+    net = getattr(mobilenet, arch)(weights=weights, norm_layer=_norm_layer(o.frozen_bn, o.norm_eps))
     features = net.features
     stage_of = _mobilenet_stage_of_block(features)
     stages = [
@@ -138,9 +152,15 @@ def _mobilenet_fpn(arch: str, options: _FPNOptions) -> FPNBackbone:
     ends = [max(i for i, s in enumerate(stage_of) if s == k) for k in range(_NUM_STAGES)]
     return_layers = {str(ends[k]): str(i) for i, k in enumerate(o.returned_layers)}
     in_channels = [features[ends[k]].out_channels for k in o.returned_layers]
-    return _marked(
-        FPNBackbone(features, return_layers, in_channels, o.fpn_channels, o.extra_pool), o
-    )
+    return _marked(_fpn_backbone(features, return_layers, in_channels, o), o)
+
+
+def _fpn_backbone(
+    trunk: nn.Module, return_layers: dict[str, str], in_channels: list[int], o: _FPNOptions
+) -> FPNBackbone:
+    """Puts the pyramid of checked options `o` on `trunk`'s returned stages."""
+    fpn_norm = norm_layer(o.fpn_norm, "fpn_norm")  # the name was checked by `_checked`
+    return FPNBackbone(trunk, return_layers, in_channels, o.fpn_channels, o.extra_pool, fpn_norm)
 
 
 def _marked(backbone: FPNBackbone, options: _FPNOptions) -> FPNBackbone:
@@ -167,9 +187,10 @@ def _freeze_below(stages: list[list[nn.Module]], trainable_layers: int) -> None:
                 p.requires_grad_(False)
 
 
-def _norm_layer(frozen_bn: bool) -> Callable[..., nn.Module]:
+def _norm_layer(frozen_bn: bool, eps: float | None) -> Callable[..., nn.Module]:
     # Detection batches are tiny (2 images), too few for batch statistics: freeze them.
-    return FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
+    layer = FrozenBatchNorm2d if frozen_bn else nn.BatchNorm2d
+    return layer if eps is None else partial(layer, eps=eps)
 
 
 def _checked(arch: str, o: _FPNOptions) -> _FPNOptions:
@@ -193,7 +214,22 @@ def _checked(arch: str, o: _FPNOptions) -> _FPNOptions:
     if not is_whole(channels, at_least=1):
         raise ConfigError(f"{arch}_fpn: fpn_channels={channels!r} must be a positive integer")
     frozen_bn = pretrained if o.frozen_bn is None else bool(o.frozen_bn)
-    return _FPNOptions(pretrained, trainable, returned, channels, bool(o.extra_pool), frozen_bn)
+    norm_layer(o.fpn_norm, f"{arch}_fpn: fpn_norm")  # a bad name fails before anything is built
+    eps = o.norm_eps
+    if eps is not None and not is_real(eps, at_least=0):
+        raise ConfigError(
+            f"{arch}_fpn: norm_eps={eps!r} must be a number >= 0, or None for torchvision's 1e-5"
+        )
+    return _FPNOptions(
+        pretrained,
+        trainable,
+        returned,
+        channels,
+        bool(o.extra_pool),
+        frozen_bn,
+        o.fpn_norm,
+        None if eps is None else float(eps),
+    )
 
 
 def _fpn_builder(arch: str, build: Callable[[str, _FPNOptions], FPNBackbone], title: str):
@@ -207,9 +243,18 @@ def _fpn_builder(arch: str, build: Callable[[str, _FPNOptions], FPNBackbone], ti
         fpn_channels: int = 256,
         extra_pool: bool = True,
         frozen_bn: bool | None = None,
+        fpn_norm: str | None = None,
+        norm_eps: float | None = None,
     ) -> FPNBackbone:
         options = _FPNOptions(
-            pretrained, trainable_layers, returned_layers, fpn_channels, extra_pool, frozen_bn
+            pretrained,
+            trainable_layers,
+            returned_layers,
+            fpn_channels,
+            extra_pool,
+            frozen_bn,
+            fpn_norm,
+            norm_eps,
         )
         return build(arch, options)
 

@@ -14,6 +14,7 @@ from torchvision import tv_tensors
 from torchvision.models.detection import MaskRCNN as TorchvisionMaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import TwoMLPHead
+from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.transforms.v2 import functional as TF
 
@@ -61,6 +62,7 @@ class MaskRCNN(TorchvisionMaskRCNN):
         box_detections_per_img: int = 100,
         sampling_ratio: int = 2,
         anchor_sizes: Sequence[int] | None = None,
+        rpn_conv_depth: int = 1,
         box_head: nn.Module | None = None,
         box_predictor: nn.Module | None = None,
         mask_head: nn.Module | None = None,
@@ -84,7 +86,10 @@ class MaskRCNN(TorchvisionMaskRCNN):
             sampling_ratio: RoIAlign sampling points per bin side (1 is cheapest).
             anchor_sizes: One anchor size per pyramid level; default 32, 64, ... from the finest
                 level (torchvision's sizes when the pyramid is P2-P6).
-            box_head: Module over 7x7 pooled features; default a two-layer MLP of width 1024.
+            rpn_conv_depth: 3x3 convolutions of the RPN head before its two predictions (1 in
+                torchvision's ``maskrcnn_resnet50_fpn``, 2 in ``maskrcnn_resnet50_fpn_v2``).
+            box_head: Module over 7x7 pooled features; default a two-layer MLP of width 1024
+                (``build_head("conv_fc_box_head", ...)``: convolutions, then an MLP).
             box_predictor: Module giving (scores, box deltas) for `num_classes` classes.
             mask_head: Module over 14x14 pooled features; default four 256-channel convolutions.
             mask_predictor: Module giving one mask logit map per class.
@@ -98,12 +103,14 @@ class MaskRCNN(TorchvisionMaskRCNN):
         num_levels = int(getattr(backbone, "num_levels", len(names) + 1))
         box_head, box_predictor = _box_modules(channels, num_classes, box_head, box_predictor)
         mask_head, mask_predictor = _mask_modules(channels, num_classes, mask_head, mask_predictor)
+        anchors = _anchor_generator(anchor_sizes, num_levels)
         super().__init__(
             backbone,
             num_classes=None,  # torchvision requires None when the predictors are given
             min_size=tuple(min_size) if isinstance(min_size, Sequence) else min_size,
             max_size=max_size,
-            rpn_anchor_generator=_anchor_generator(anchor_sizes, num_levels),
+            rpn_anchor_generator=anchors,
+            rpn_head=_rpn_head(channels, anchors, rpn_conv_depth),
             rpn_pre_nms_top_n_train=rpn_pre_nms_top_n_train,
             rpn_pre_nms_top_n_test=rpn_pre_nms_top_n_test,
             rpn_post_nms_top_n_train=rpn_post_nms_top_n_train,
@@ -234,6 +241,16 @@ def _anchor_generator(sizes: Sequence[int] | None, num_levels: int) -> AnchorGen
     return AnchorGenerator(tuple((int(s),) for s in sizes), (_ASPECT_RATIOS,) * num_levels)
 
 
+def _rpn_head(channels: int, anchors: AnchorGenerator, conv_depth: Any) -> RPNHead:
+    """Returns torchvision's RPN head with `conv_depth` convolutions over `channels`."""
+    if not is_whole(conv_depth, at_least=1):
+        raise ConfigError(
+            f"model.rpn_conv_depth={conv_depth!r} must be a positive integer (1 in torchvision's "
+            "maskrcnn_resnet50_fpn, 2 in maskrcnn_resnet50_fpn_v2)"
+        )
+    return RPNHead(channels, anchors.num_anchors_per_location()[0], conv_depth=conv_depth)
+
+
 def _box_modules(
     channels: int, num_classes: int, head: nn.Module | None, predictor: nn.Module | None
 ) -> tuple[nn.Module, nn.Module]:
@@ -243,6 +260,10 @@ def _box_modules(
         expected = channels * _BOX_POOL**2
         fix = f"in_channels to the backbone's out_channels ({channels})"
         _check_fit("box_head", "input features", head.fc6.in_features, expected, fix)
+    first = next((m for m in head.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is not None:  # a head that convolves the pooled features first
+        fix = f"in_channels to the backbone's out_channels ({channels})"
+        _check_fit("box_head", "input channels", first.in_channels, channels, fix)
     width = _last(head, nn.Linear, "out_features")
     if predictor is None:
         if width is None:

@@ -9,7 +9,7 @@ import torch
 from iopath.common.file_io import g_pathmgr
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["draw_instances", "save_prediction_grid"]
+__all__ = ["draw_instances", "save_prediction_grid", "scaled_font_size", "scaled_line_width"]
 
 # Distinct, saturated colours (RGB); label i gets _PALETTE[i % len(_PALETTE)].
 _PALETTE = (
@@ -41,6 +41,8 @@ def draw_instances(
     score_threshold: float = 0.5,
     alpha: float = 0.5,
     mask_threshold: float = 0.5,
+    line_width: int = 1,
+    font_size: float | None = None,
 ) -> np.ndarray:
     """Draws translucent masks, box outlines and "name score" labels of instances over an image.
 
@@ -53,6 +55,9 @@ def draw_instances(
         score_threshold: instances scoring below it are not drawn.
         alpha: opacity of the masks.
         mask_threshold: mask value above which a pixel is drawn.
+        line_width: width of the box outlines, in pixels.
+        font_size: height of the label font in pixels (a scalable font); None: PIL's small
+            default bitmap font. `scaled_line_width` and `scaled_font_size` fit them to a photo.
 
     Returns:
         A new H x W x 3 uint8 array.
@@ -73,11 +78,11 @@ def draw_instances(
         canvas = blended.round().clip(0, 255).astype(np.uint8)
     pil = Image.fromarray(canvas)
     draw = ImageDraw.Draw(pil)
-    font = ImageFont.load_default()
+    font = ImageFont.load_default() if font_size is None else ImageFont.load_default(font_size)
     for i in order:
         color = _color(labels[i])
         x0, y0, x1, y1 = (float(v) for v in boxes[i])
-        draw.rectangle((x0, y0, x1, y1), outline=color, width=1)
+        draw.rectangle((x0, y0, x1, y1), outline=color, width=line_width)
         label = int(labels[i])
         name = class_names[label - 1] if 0 < label <= len(class_names) else str(label)
         text = name if ground_truth else f"{name} {scores[i]:.2f}"
@@ -85,6 +90,18 @@ def draw_instances(
         draw.rectangle((left, top, right, bottom), fill=color)
         draw.text((x0, y0), text, fill=(0, 0, 0), font=font)
     return np.asarray(pil).copy()
+
+
+def scaled_line_width(height: int, width: int) -> int:
+    """A box outline width that stays visible on an image of this size: 1 pixel up to 500
+    pixels on the long side, one more per 500."""
+    return max(1, round(max(height, width) / 500))
+
+
+def scaled_font_size(height: int, width: int) -> float:
+    """A label font height readable on an image of this size: 2.5% of the long side, at least
+    11 pixels."""
+    return max(11.0, 0.025 * max(height, width))
 
 
 def save_prediction_grid(

@@ -1,18 +1,20 @@
-"""Writers that turn the event storage into a console line, JSON lines and TensorBoard scalars."""
+"""Writers that turn the event storage into a console line, JSON lines and TensorBoard scalars
+(and images)."""
 
 import datetime
 import json
 import logging
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from iopath.common.file_io import g_pathmgr
-from tqdm import tqdm
 
 from pgtrain.errors import PgtrainError
 from pgtrain.utils.events import EventStorage
 from pgtrain.utils.file_io import write_text_atomically
+from pgtrain.utils.progress import progress_bar
 
 __all__ = ["EventWriter", "ConsoleWriter", "JSONWriter", "TensorboardWriter"]
 
@@ -148,7 +150,8 @@ def _field(line: str, key: str, missing: float | None = None) -> float | None:
 
 
 class TensorboardWriter(EventWriter):
-    """Writes every scalar to TensorBoard under its storage name (``lr/backbone``, ...)."""
+    """Writes every scalar to TensorBoard under its storage name (``lr/backbone``, ...), and
+    the validation images `put_images` is given (``val/predictions/<i>``)."""
 
     def __init__(self, log_dir: str, window: int = 20) -> None:
         from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when used
@@ -160,6 +163,13 @@ class TensorboardWriter(EventWriter):
     def write(self, storage: EventStorage) -> None:
         for name, (value, it) in self._since.new_items(storage, self._window).items():
             self._writer.add_scalar(name, value, it + 1)  # iterations done, as the console
+        self._writer.flush()
+
+    def put_images(self, images: Sequence[Any], step: int, tag: str = "val/predictions") -> None:
+        """Writes H x W x 3 uint8 images (e.g. predictions drawn after an evaluation) at `step`
+        (iterations done) as ``<tag>/0``, ``<tag>/1``, ..."""
+        for i, image in enumerate(images):
+            self._writer.add_image(f"{tag}/{i}", image, step, dataformats="HWC")
         self._writer.flush()
 
     def close(self) -> None:
@@ -207,14 +217,7 @@ class ConsoleWriter(EventWriter):
 
     def _bar(self, done: int) -> str:
         elapsed = time.perf_counter() - self._start
-        return tqdm.format_meter(
-            done,
-            self._max_iter,
-            elapsed,
-            ncols=self._bar_width + 7,
-            ascii=True,
-            bar_format="|{bar}| {percentage:3.0f}%",
-        )
+        return progress_bar(done, self._max_iter, elapsed, self._bar_width)
 
     def _eta(self, storage: EventStorage) -> str:
         if not storage.has("time"):

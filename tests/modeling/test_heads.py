@@ -10,6 +10,21 @@ from pgtrain.modeling.registries import HEADS
 
 # name -> (arguments, input shape, expected output shapes, expected parameter names)
 CASES = {
+    "conv_fc_box_head": (
+        {"in_channels": 8, "conv_dims": [16, 16], "fc_dims": [32], "norm": "batch_norm"},
+        (5, 8, 7, 7),
+        [(5, 32)],
+        [
+            "0.0.weight",
+            "0.1.weight",
+            "0.1.bias",
+            "1.0.weight",
+            "1.1.weight",
+            "1.1.bias",
+            "3.weight",
+            "3.bias",
+        ],
+    ),
     "two_mlp_box_head": (
         {"in_channels": 8, "representation_size": 32},
         (5, 8, 7, 7),

@@ -19,6 +19,11 @@ def test_every_tool_is_a_command_and_has_a_script():
         assert os.path.isfile(os.path.join(ROOT, "tools", f"{module}.py")), module
 
 
+@pytest.fixture(autouse=True)
+def _argv_kept(monkeypatch):
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # cli.main sets the tool's sys.argv
+
+
 def test_wrong_command_suggests_the_right_one(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["trian"])

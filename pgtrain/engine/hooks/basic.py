@@ -230,16 +230,30 @@ class UnusedParameterCheck(HookBase):
 
 
 def default_writers(
-    output_dir: str, max_iter: int, iters_per_epoch: int | None = None, batch: int | None = None
+    output_dir: str,
+    max_iter: int,
+    iters_per_epoch: int | None = None,
+    batch: int | None = None,
+    *,
+    train: Mapping[str, Any] | None = None,
+    project: str = "pgtrain",
+    table: str = "",
 ) -> list[EventWriter]:
     """Console, JSON-lines (``metrics.json``) and TensorBoard writers on the main process only;
     with `iters_per_epoch` the console and metrics.json show the epoch next to the iteration,
-    with the effective `batch` metrics.json the samples trained."""
+    with the effective `batch` metrics.json the samples trained. With the run's `train` section,
+    the experiment trackers ``train.trackers`` names follow (`pgtrain.utils.trackers`: MLflow,
+    W&B), with `project` as their default experiment name and the param-group `table`."""
     if not comm.is_main_process():
         return []
     metrics = os.path.join(output_dir, "metrics.json")
-    return [
+    writers: list[EventWriter] = [
         ConsoleWriter(max_iter, iters_per_epoch=iters_per_epoch),
         JSONWriter(metrics, iters_per_epoch=iters_per_epoch, batch=batch),
         TensorboardWriter(output_dir),
     ]
+    if train is not None and train.get("trackers"):
+        from pgtrain.utils.trackers import build_trackers
+
+        writers += build_trackers(train, max_iter=max_iter, project=project, table=table)
+    return writers

@@ -12,6 +12,7 @@ from pgtrain.config.lazy_call import TARGET, locate
 from pgtrain.engine.hooks import basic, checkpoint, ema, lr_scheduler, param_group_stats, unfreeze
 from pgtrain.engine.loop.hook_base import HookBase
 from pgtrain.errors import ConfigError
+from pgtrain.utils import comm, trackers
 
 __all__ = ["check_config_hooks", "config_hooks", "default_hooks"]
 
@@ -30,9 +31,18 @@ def default_hooks(run: Any, evaluate: Callable[..., dict] | None = None) -> list
     if evaluate is not None:
         which, lockstep = ema_cfg.get("evaluate", "both"), run.strategy.lockstep_eval
         test = functools.partial(evaluate, run.cfg, run.model, averager, which, lockstep)
+    tracked = bool(train.get("trackers"))  # MLflow / W&B: they record the param-group table
     writers = basic.default_writers(
-        train.output_dir, train.max_iter, train.iters_per_epoch, run.effective_batch
+        *(train.output_dir, train.max_iter, train.iters_per_epoch, run.effective_batch),
+        train=train,
+        project=trackers.project_name(run.cfg) if tracked else "pgtrain",
+        table=run.table() if tracked and comm.is_main_process() else "",
     )
+    if test is not None and writers and train.get("prediction_images", 0):
+        # After each evaluation, a detector's predictions on a few validation images go to
+        # TensorBoard and the trackers.
+        images = trackers.PredictionImages(run.cfg, run.model, train.prediction_images)
+        test = trackers.with_prediction_images(test, images, writers)
     unfreezing = None
     if run.unfreezing is not None:
         unfreezing = unfreeze.GradualUnfreezing(

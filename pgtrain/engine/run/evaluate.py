@@ -96,6 +96,25 @@ def eval_output_dir(cfg: DictConfig, weights: str) -> str:
     return folder
 
 
+def require_whole_fit(report: Any, weights: str, who: str = "", so: str = "") -> None:
+    """Refuses `weights` that leave part of the model at its initialization (a tensor missing,
+    or of another shape): evaluating or predicting with them would use random layers.
+
+    Args:
+        report: `model_with_weights`' loading report.
+        weights: the file, for the message.
+        who: what the message starts with (``--eval-only: ``).
+        so: what the mismatch would do, after the count (``, so part of it would be ...``).
+    """
+    unfit = [*report.missing, *(key for key, _, _ in report.shape_mismatched)]
+    if unfit:
+        raise ConfigError(
+            f"{who}{weights} does not fit the model whole ({len(unfit)} of its tensors "
+            f"missing or of another shape: {listing(unfit, 3)}){so}; give the model.* settings "
+            "the weights were trained with"
+        )
+
+
 def model_with_weights(cfg: DictConfig, weights: str) -> tuple[nn.Module, Any]:
     """The model of ``cfg.model`` on ``train.device`` with exactly `weights` loaded (all of the
     file: ``train.init_checkpoint_exclude`` does not apply; "" keeps the initialization), as
@@ -121,13 +140,9 @@ def evaluate_weights(cfg: DictConfig, resume: bool) -> dict[str, Any]:
     if folder:
         cfg.dataloader.evaluator.output_dir = folder
     model, report = model_with_weights(cfg, weights)
-    unfit = [*report.missing, *(key for key, _, _ in report.shape_mismatched)]
-    if unfit:
-        raise ConfigError(
-            f"--eval-only: {weights} does not fit the model whole ({len(unfit)} of its tensors "
-            f"missing or of another shape: {listing(unfit, 3)}), so part of it would be evaluated "
-            "at its initialization; give the model.* settings the weights were trained with"
-        )
+    require_whole_fit(
+        report, weights, "--eval-only: ", ", so part of it would be evaluated at its initialization"
+    )
     if folder and comm.is_main_process():
         os.makedirs(folder, exist_ok=True)
         with open(os.path.join(folder, _EVAL_MARKER), "w") as f:

@@ -2,11 +2,12 @@
 
 `TrainSettings` gathers the components' declarations (`setting` / `section` dataclasses): the run
 (`RunSettings`), its length, the trainer, the default hooks, checkpointing, the strategy, the
-launch, compile, EMA and batch-size LR scaling. `check_run_config` validates a whole config once,
-before any process starts and before any model is built: the ``train`` section against these
-declarations, the rules that tie keys together, and every call the config describes against the
-callable's own signature and type hints. ``tools/settings_reference.py`` writes the reference
-(docs/settings.md) from the same declarations.
+launch, compile, EMA, batch-size LR scaling and the experiment trackers. `check_run_config`
+validates a whole config once, before any process starts and before any model is built: the
+``train`` section against these declarations, the rules that tie keys together, and every call
+the config describes against the callable's own signature and type hints.
+``tools/settings_reference.py`` writes the reference (docs/settings.md) from the same
+declarations.
 """
 
 import json
@@ -38,6 +39,7 @@ from pgtrain.engine.strategy.strategy import ParallelSettings, Strategy
 from pgtrain.errors import ConfigError, first_line
 from pgtrain.solver.lr_scaling import LRScalingSettings
 from pgtrain.utils.suggest import did_you_mean
+from pgtrain.utils.trackers import TrackerSettings, check_trackers
 
 __all__ = ["TrainSettings", "check_run_config", "settings_markdown", "train_defaults"]
 
@@ -78,6 +80,7 @@ class RunSettings:
 
 @dataclass
 class TrainSettings(  # the last base's settings come first (dataclasses' order)
+    TrackerSettings,
     LaunchSettings,
     ParallelSettings,
     ParamGroupStatsSettings,
@@ -145,6 +148,7 @@ def _check_combinations(train: dict[str, Any]) -> None:
             "turn train.ema.enabled off"
         )
     _check_compile_backend(train["compile"])
+    check_trackers(train)  # each tracker's package is installed (the pip extra named)
     amp = train["amp"]
     if amp["enabled"] and amp["precision"] == "fp16" and train["device"] == "cpu":
         raise ConfigError(
