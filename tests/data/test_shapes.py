@@ -13,6 +13,7 @@ from torchvision.ops import masks_to_boxes
 from pgtrain.data import shapes
 from pgtrain.data.shapes import CLASS_SETS, default_shapes_root, ensure_shapes, shapes_dataset
 from pgtrain.errors import ConfigError, PgtrainError
+from tests._loggers import loggers_restored
 
 TINY = {"num_train": 6, "num_val": 3, "image_size": 96, "seed": 0}  # as the shapes_root fixture
 
@@ -152,15 +153,17 @@ def test_default_root_follows_pgtrain_data(monkeypatch, tmp_path):
 def test_cli_generates_with_its_options(tmp_path, capsys):
     out = str(tmp_path / "cli")
     argv = ["--out", out, "--num-train", "2", "--num-val", "1", "--size", "64", "--seed", "4"]
-    shapes.main(argv)
+    with loggers_restored():  # the command line sets up the logger for its progress lines
+        shapes.main(argv)
     printed = capsys.readouterr().out
     assert f"set B (star, hexagon, cross, ring): {os.path.join(out, 'B')}" in printed
+    assert "Generating shapes: 6 images in " in printed
     expected = {"num_train": 2, "num_val": 1, "image_size": 64, "seed": 4}
     assert {k: shapes._read_stamp(out)[k] for k in TINY} == expected
     assert len(_load(out, "A", "train")["images"]) == 2
     (tmp_path / "foreign").mkdir()
     (tmp_path / "foreign" / "x").write_text("")
-    with pytest.raises(SystemExit) as info:
+    with loggers_restored(), pytest.raises(SystemExit) as info:
         shapes.main(["--out", str(tmp_path / "foreign"), "--num-train", "1"])
     assert info.value.code == 2
     assert "not a shapes dataset" in capsys.readouterr().err

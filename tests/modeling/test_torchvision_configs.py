@@ -35,20 +35,13 @@ from pgtrain.engine import build_run
 from pgtrain.errors import ConfigError
 from pgtrain.modeling import MaskRCNN, build_backbone, build_head
 from tests._repo_configs import ROOT
+from tests.modeling.test_mask_rcnn import PREDICTOR_PARAMS as PREDICTORS
 
 CONFIGS = {
     "v1": "projects/maskrcnn/torchvision_r50_fpn_config.py",
     "v2": "projects/maskrcnn/torchvision_r50_fpn_v2_config.py",
 }
 FINETUNE = "projects/maskrcnn/finetune_config.py"
-PREDICTORS = [
-    "roi_heads.box_predictor.cls_score.weight",
-    "roi_heads.box_predictor.cls_score.bias",
-    "roi_heads.box_predictor.bbox_pred.weight",
-    "roi_heads.box_predictor.bbox_pred.bias",
-    "roi_heads.mask_predictor.mask_fcn_logits.weight",
-    "roi_heads.mask_predictor.mask_fcn_logits.bias",
-]
 NORMS = (nn.BatchNorm2d, FrozenBatchNorm2d, nn.GroupNorm, nn.LayerNorm)
 
 

@@ -33,7 +33,10 @@ def default_hooks(run: Any, evaluate: Callable[..., dict] | None = None) -> list
         test = functools.partial(evaluate, run.cfg, run.model, averager, which, lockstep)
     tracked = bool(train.get("trackers"))  # MLflow / W&B: they record the param-group table
     writers = basic.default_writers(
-        *(train.output_dir, train.max_iter, train.iters_per_epoch, run.effective_batch),
+        train.output_dir,
+        train.max_iter,
+        train.iters_per_epoch,
+        run.effective_batch,
         train=train,
         project=trackers.project_name(run.cfg) if tracked else "pgtrain",
         table=run.table() if tracked and comm.is_main_process() else "",
