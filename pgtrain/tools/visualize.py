@@ -20,7 +20,7 @@ from pgtrain.engine import model_with_weights, prepare_run, user_errors_exit
 from pgtrain.errors import ConfigError
 from pgtrain.utils.file_io import output_path
 from pgtrain.utils.logger import setup_logger
-from pgtrain.utils.visualization import save_prediction_grid
+from pgtrain.utils.visualization import prediction_to_cpu, save_prediction_grid
 
 logger = logging.getLogger("pgtrain.visualize")
 
@@ -53,16 +53,12 @@ def main(argv=None):
     out = output_path(args.out or os.path.join(cfg.train.output_dir, "predictions.png"), "--out")
     save_prediction_grid(
         [image for image, _ in items],
-        [_to_cpu(p) for p in predictions],
+        [prediction_to_cpu(p) for p in predictions],
         out,
         class_names=dataset.class_names,
         score_threshold=args.score_threshold,
     )
     logger.info("Predicted masks over %d validation images saved to %s", len(items), out)
-
-
-def _to_cpu(prediction):
-    return {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in prediction.items()}
 
 
 def cli() -> None:

@@ -537,7 +537,7 @@ class PredictionImages:
         import torch
 
         from pgtrain.utils import sharding
-        from pgtrain.utils.visualization import draw_instances
+        from pgtrain.utils.visualization import draw_instances, prediction_to_cpu
 
         dataset = self._test_dataset()
         if dataset is None or any(map(sharding.is_sharded, self._model.parameters())):
@@ -557,7 +557,9 @@ class PredictionImages:
             return self._stop("the model's outputs are not instance predictions")
         names = list(dataset.class_names)
         return [
-            draw_instances(image, _to_cpu(p), class_names=names, score_threshold=self._threshold)
+            draw_instances(
+                image, prediction_to_cpu(p), class_names=names, score_threshold=self._threshold
+            )
             for (image, _), p in zip(items, predictions, strict=True)
         ]
 
@@ -583,10 +585,6 @@ def _instance_predictions(predictions: Any, n: int) -> bool:
         and len(predictions) == n
         and all(isinstance(p, Mapping) and "boxes" in p and "labels" in p for p in predictions)
     )
-
-
-def _to_cpu(prediction: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v.detach().cpu() if hasattr(v, "detach") else v for k, v in prediction.items()}
 
 
 def with_prediction_images(

@@ -9,7 +9,13 @@ import torch
 from iopath.common.file_io import g_pathmgr
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["draw_instances", "save_prediction_grid", "scaled_font_size", "scaled_line_width"]
+__all__ = [
+    "draw_instances",
+    "prediction_to_cpu",
+    "save_prediction_grid",
+    "scaled_font_size",
+    "scaled_line_width",
+]
 
 # Distinct, saturated colours (RGB); label i gets _PALETTE[i % len(_PALETTE)].
 _PALETTE = (
@@ -31,6 +37,13 @@ _PALETTE = (
     (128, 128, 0),
 )
 _GRID_GAP = 2  # pixels between tiles of a grid
+
+
+def prediction_to_cpu(prediction: Mapping[str, Any]) -> dict[str, Any]:
+    """A model's output for one image with its tensors detached on the CPU, ready to draw."""
+    return {
+        k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in prediction.items()
+    }
 
 
 def draw_instances(
